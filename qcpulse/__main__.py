@@ -1,0 +1,3 @@
+from qcpulse.cli import main
+
+raise SystemExit(main())

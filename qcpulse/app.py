@@ -1,0 +1,129 @@
+"""The composition root: one FastAPI app with every service's routers and workers.
+
+``create_app`` builds nothing at import; the runtime (engine, clock, workers) is
+created in the lifespan, or passed in by tests and the demo.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Literal
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+import services.ingest as ingest
+from qcpulse import schema
+from shared import keys
+from shared.auth import bootstrap
+from shared.errors import AppError
+from shared.http import JSONResponse, app_error_handler, validation_error_handler
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.runtime import Runtime
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+ServeRole = Literal["all", "ingest", "indicators", "alerts"]
+
+
+def prepare(runtime: Runtime) -> None:
+    """Migrate and bootstrap: what ``serve`` does before it answers."""
+    schema.migrate(runtime.engine)
+    settings = runtime.settings
+    if settings.bootstrap_tenant and settings.bootstrap_admin_key:
+        with runtime.write() as session:
+            bootstrap(
+                session, settings.bootstrap_tenant,
+                settings.bootstrap_admin_key.get_secret_value(),
+                timezone=settings.default_timezone,
+            )
+
+
+def start_workers(runtime: Runtime, role: ServeRole = "all") -> list[threading.Thread]:
+    """Start the background loops this process runs (none for a pure API replica)."""
+    threads: list[threading.Thread] = []
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    role: ServeRole = "all",
+    run_workers: bool = True,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or Runtime.from_settings(settings or Settings())
+        if runtime is None:
+            prepare(rt)
+        app.state.runtime = rt
+        rt.stop.clear()
+        threads = start_workers(rt, role) if run_workers else []
+        log.info("qcpulse started", role=role, database=rt.engine.url.get_backend_name())
+        try:
+            yield
+        finally:
+            rt.stop.set()
+            for thread in threads:
+                thread.join(timeout=5)
+            if runtime is None:
+                rt.close()
+
+    app = FastAPI(
+        title="qcpulse",
+        version="0.1.0",
+        description="Live hospital quality indicators and alerts from FHIR R4.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.add_exception_handler(AppError, app_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/health", include_in_schema=False)
+    def health() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/ready", include_in_schema=False)
+    def ready(request: Request) -> JSONResponse:
+        rt: Runtime = request.app.state.runtime
+        try:
+            with rt.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            current = schema.is_current(rt.engine)
+        except Exception as exc:  # the database is down: not ready, and say why
+            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        if not current:
+            return JSONResponse({"status": "unavailable", "detail": "schema not current"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(ingest.router, tags=["fhir"])
+    app.include_router(ingest.api_router, tags=["data quality"])
+    app.include_router(keys.router, tags=["keys"])
+    return app

@@ -1,0 +1,1 @@
+"""The three qcpulse services: ingest, indicators, alerts."""

@@ -1,0 +1,215 @@
+"""Transaction and batch Bundles.
+
+A transaction is checked whole before anything is written: every entry's shape,
+references and structure. Any failure answers one OperationOutcome naming each bad
+entry, and nothing is stored. A batch applies each entry inside its own savepoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.ingest.service import (
+    JSON,
+    IngestUnit,
+    WriteResult,
+    check_and_rewrite_references,
+    new_id,
+)
+from services.ingest.validation import content_hash, is_known_type, valid_id, validate_resource
+from shared.errors import AppError, Issue, NotFoundError, UnprocessableError
+
+METHODS = frozenset({"PUT", "POST", "DELETE"})
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    type: str
+    id: str
+    resource: JSON | None
+    full_url: str | None
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+
+def _parse_entry(index: int, raw: Any) -> tuple[Entry | None, list[Issue]]:
+    where = f"Bundle.entry[{index}]"
+    if not isinstance(raw, dict):
+        return None, [Issue("structure", "entry must be an object", (where,))]
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        return None, [Issue("required", "entry.request is required", (f"{where}.request",))]
+    method = str(request.get("method", "")).upper()
+    url = request.get("url")
+    if method not in METHODS:
+        return None, [
+            Issue("not-supported", f"request.method '{method}' is not supported (PUT, POST, DELETE)",
+                  (f"{where}.request.method",))
+        ]
+    if not isinstance(url, str) or not url:
+        return None, [Issue("required", "request.url is required", (f"{where}.request.url",))]
+    path = url.split("?")[0].strip("/").split("/")
+    resource = raw.get("resource")
+    full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
+    rtype = path[0]
+    if not is_known_type(rtype):
+        return None, [Issue("not-supported", f"unknown resource type '{rtype}'", (f"{where}.request.url",))]
+    if method == "DELETE":
+        if len(path) != 2 or not valid_id(path[1]):
+            return None, [Issue("value", "DELETE needs request.url Type/id", (f"{where}.request.url",))]
+        return Entry(index, method, rtype, path[1], None, full_url), []
+    if not isinstance(resource, dict):
+        return None, [Issue("required", f"{method} needs entry.resource", (f"{where}.resource",))]
+    if resource.get("resourceType") != rtype:
+        return None, [
+            Issue("value", f"resourceType '{resource.get('resourceType')}' does not match request.url '{url}'",
+                  (f"{where}.resource.resourceType",))
+        ]
+    if method == "PUT":
+        if len(path) != 2 or not valid_id(path[1]):
+            return None, [Issue("value", "PUT needs request.url Type/id", (f"{where}.request.url",))]
+        if "id" in resource and resource["id"] != path[1]:
+            return None, [
+                Issue("value", f"resource id '{resource['id']}' does not match request.url id '{path[1]}'",
+                      (f"{where}.resource.id",))
+            ]
+        rid = path[1]
+    else:
+        if len(path) != 1:
+            return None, [Issue("value", "POST needs request.url Type", (f"{where}.request.url",))]
+        rid = new_id()
+    resource = {**resource, "id": rid}
+    return Entry(index, method, rtype, rid, resource, full_url), []
+
+
+def _response_entry(result: WriteResult) -> JSON:
+    return {
+        "response": {
+            "status": result.http_status,
+            "location": result.location,
+            "etag": f'W/"{result.version}"',
+            "lastModified": result.last_updated.isoformat(),
+        }
+    }
+
+
+def _outcome_entry(error: AppError) -> JSON:
+    return {
+        "response": {
+            "status": f"{error.status_code} {error.title}",
+            "outcome": error.operation_outcome(),
+        }
+    }
+
+
+def check_envelope(bundle: Any, max_entries: int) -> tuple[str, list[Any]]:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        found = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
+        raise UnprocessableError(
+            f"POST /fhir takes a Bundle, not '{found}'",
+            issues=[Issue("structure", f"POST /fhir takes a Bundle, not '{found}'", ("resourceType",))],
+        )
+    btype = bundle.get("type")
+    if btype not in ("transaction", "batch"):
+        raise UnprocessableError(
+            f"Bundle.type must be transaction or batch, not '{btype}'",
+            issues=[Issue("value", f"Bundle.type must be transaction or batch, not '{btype}'", ("Bundle.type",))],
+        )
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise UnprocessableError("Bundle.entry must be an array",
+                                 issues=[Issue("structure", "Bundle.entry must be an array", ("Bundle.entry",))])
+    if len(entries) > max_entries:
+        raise UnprocessableError(
+            f"the Bundle has {len(entries)} entries; the limit is {max_entries}",
+            issues=[Issue("too-costly", f"the Bundle has {len(entries)} entries; the limit is {max_entries}",
+                          ("Bundle.entry",))],
+        )
+    return str(btype), entries
+
+
+def _prepare(unit: IngestUnit, entries: list[Any]) -> tuple[list[Entry | None], dict[int, list[Issue]]]:
+    """Parse entries, assign ids, rewrite urn:uuid references, validate structure.
+
+    Validation is skipped for content identical to what is stored: it was valid when it
+    was first stored, and integration engines re-send whole episodes on every change.
+    """
+    parsed: list[Entry | None] = []
+    problems: dict[int, list[Issue]] = {}
+    for index, raw in enumerate(entries):
+        entry, issues = _parse_entry(index, raw)
+        parsed.append(entry)
+        if issues:
+            problems[index] = issues
+    rewrites = {
+        e.full_url: f"{e.type}/{e.id}"
+        for e in parsed
+        if e is not None and e.full_url and e.full_url.startswith("urn:")
+    }
+    unit.prefetch([(e.type, e.id) for e in parsed if e is not None])
+    for entry in parsed:
+        if entry is None or entry.resource is None:
+            continue
+        issues = check_and_rewrite_references(
+            entry.resource, unit.tenant_id, rewrites, f"{entry.where}.resource"
+        )
+        if not issues and not unit.is_unchanged(entry.type, entry.id, content_hash(entry.resource)):
+            issues = validate_resource(entry.resource, where=f"{entry.where}.resource")
+        if issues:
+            problems[entry.index] = issues
+    return parsed, problems
+
+
+def _apply(unit: IngestUnit, entry: Entry) -> WriteResult:
+    if entry.method == "DELETE":
+        return unit.delete(entry.type, entry.id)
+    assert entry.resource is not None
+    return unit.put(entry.resource, method=entry.method, validated=True)
+
+
+def process_bundle(unit: IngestUnit, bundle: Any, *, max_entries: int) -> JSON:
+    btype, raw_entries = check_envelope(bundle, max_entries)
+    parsed, problems = _prepare(unit, raw_entries)
+    if btype == "transaction":
+        if problems:
+            issues = [i for index in sorted(problems) for i in problems[index]]
+            n = len(problems)
+            raise UnprocessableError(
+                f"transaction rejected: {n} invalid entr{'y' if n == 1 else 'ies'}; nothing was stored",
+                issues=issues,
+            )
+        response = []
+        for entry in parsed:
+            assert entry is not None
+            try:
+                response.append(_response_entry(_apply(unit, entry)))
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    f"{entry.where}: {exc.detail}; nothing was stored",
+                    issues=[Issue("not-found", exc.detail, (entry.where,))],
+                ) from exc
+        unit.finish()
+        return {"resourceType": "Bundle", "type": "transaction-response", "entry": response}
+
+    out: list[JSON] = []
+    for index, entry in enumerate(parsed):
+        if index in problems or entry is None:
+            out.append(_outcome_entry(UnprocessableError("invalid entry", issues=problems[index])))
+            continue
+        try:
+            with unit.session.begin_nested():
+                result = _apply(unit, entry)
+                # Flush inside the savepoint so a failing entry rolls back alone.
+                unit.session.flush()
+        except AppError as exc:
+            unit.forget(entry.type, entry.id)
+            out.append(_outcome_entry(exc))
+            continue
+        out.append(_response_entry(result))
+    unit.finish()
+    return {"resourceType": "Bundle", "type": "batch-response", "entry": out}

@@ -1,0 +1,212 @@
+"""FHIR R4 endpoints. Thin: read the body within limits, call the service, answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from services.ingest import service
+from services.ingest.bundles import process_bundle
+from services.ingest.capability import capability_statement
+from services.ingest.service import IngestUnit, WriteResult
+from services.ingest.validation import is_known_type, json_depth_exceeds, valid_id
+from shared.auth import Principal
+from shared.errors import (
+    InvalidInputError,
+    Issue,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnprocessableError,
+)
+from shared.http import FHIRResponse, JSONResponse, get_runtime, require
+from shared.runtime import Runtime
+
+router = APIRouter()
+api_router = APIRouter(prefix="/api/v1")
+
+Writer = Annotated[Principal, Depends(require("fhir:write"))]
+Reader = Annotated[Principal, Depends(require("fhir:read"))]
+
+
+async def read_json(request: Request, runtime: Runtime) -> Any:
+    """The request body as JSON, within the size and nesting limits."""
+    limit = runtime.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"malformed JSON: {exc}", issues=[Issue("structure", f"malformed JSON: {exc}", ("$",))]
+        ) from exc
+    if json_depth_exceeds(body, runtime.settings.max_json_depth):
+        raise InvalidInputError(
+            f"JSON nested deeper than {runtime.settings.max_json_depth} levels",
+            issues=[Issue("too-costly", "JSON nested too deeply", ("$",))],
+        )
+    return body
+
+
+def _unit(runtime: Runtime, session: Session, tenant_id: str) -> IngestUnit:
+    return IngestUnit(session, tenant_id, runtime.tenant_zone(session, tenant_id), runtime.clock.now())
+
+
+def _check_type(rtype: str) -> None:
+    if not is_known_type(rtype):
+        raise NotFoundError(f"unknown resource type '{rtype}'",
+                            issues=[Issue("not-supported", f"unknown resource type '{rtype}'", (rtype,))])
+
+
+def _write_response(result: WriteResult) -> Response:
+    headers = {
+        "ETag": f'W/"{result.version}"',
+        "Last-Modified": result.last_updated.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "Location": f"/fhir/{result.location}",
+    }
+    status = 201 if result.status == "created" else 200
+    return FHIRResponse(result.resource, status_code=status, headers=headers)
+
+
+@router.get("/fhir/metadata")
+def metadata() -> Response:
+    return FHIRResponse(capability_statement())
+
+
+@router.post("/fhir")
+async def post_bundle(request: Request, principal: Writer) -> Response:
+    runtime = get_runtime(request)
+    bundle = await read_json(request, runtime)
+
+    def work(session: Session) -> dict[str, Any]:
+        unit = _unit(runtime, session, principal.tenant_id)
+        return process_bundle(unit, bundle, max_entries=runtime.settings.max_bundle_entries)
+
+    return FHIRResponse(await run_in_threadpool(runtime.write_tx, work))
+
+
+@router.put("/fhir/{rtype}/{rid}")
+async def put_resource(rtype: str, rid: str, request: Request, principal: Writer) -> Response:
+    runtime = get_runtime(request)
+    _check_type(rtype)
+    resource = await read_json(request, runtime)
+    if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
+        found = resource.get("resourceType") if isinstance(resource, dict) else None
+        raise InvalidInputError(
+            f"body resourceType '{found}' does not match URL type '{rtype}'",
+            issues=[Issue("value", f"resourceType '{found}' does not match '{rtype}'", ("resourceType",))],
+        )
+    if not valid_id(rid) or resource.get("id", rid) != rid:
+        raise InvalidInputError(
+            f"body id '{resource.get('id')}' does not match URL id '{rid}'",
+            issues=[Issue("value", f"id '{resource.get('id')}' does not match URL id '{rid}'", (f"{rtype}.id",))],
+        )
+    resource = {**resource, "id": rid}
+
+    def work(session: Session) -> WriteResult:
+        unit = _unit(runtime, session, principal.tenant_id)
+        issues = service.check_and_rewrite_references(resource, principal.tenant_id, {}, rtype)
+        if issues:
+            raise UnprocessableError(issues[0].diagnostics, issues=issues)
+        result = unit.put(resource, method="PUT")
+        unit.finish()
+        return result
+
+    return _write_response(await run_in_threadpool(runtime.write_tx, work))
+
+
+@router.post("/fhir/{rtype}")
+async def create_resource(rtype: str, request: Request, principal: Writer) -> Response:
+    runtime = get_runtime(request)
+    _check_type(rtype)
+    resource = await read_json(request, runtime)
+    if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
+        raise InvalidInputError(f"body must be a {rtype} resource",
+                                issues=[Issue("value", f"body must be a {rtype}", ("resourceType",))])
+    resource = {**resource, "id": service.new_id()}
+
+    def work(session: Session) -> WriteResult:
+        unit = _unit(runtime, session, principal.tenant_id)
+        issues = service.check_and_rewrite_references(resource, principal.tenant_id, {}, rtype)
+        if issues:
+            raise UnprocessableError(issues[0].diagnostics, issues=issues)
+        result = unit.put(resource, method="POST")
+        unit.finish()
+        return result
+
+    return _write_response(await run_in_threadpool(runtime.write_tx, work))
+
+
+@router.delete("/fhir/{rtype}/{rid}")
+def delete_resource(rtype: str, rid: str, request: Request, principal: Writer) -> Response:
+    runtime = get_runtime(request)
+    _check_type(rtype)
+
+    def work(session: Session) -> WriteResult:
+        unit = _unit(runtime, session, principal.tenant_id)
+        result = unit.delete(rtype, rid)
+        unit.finish()
+        return result
+
+    result = runtime.write_tx(work)
+    return FHIRResponse(
+        {"resourceType": "OperationOutcome",
+         "issue": [{"severity": "information", "code": "informational",
+                    "diagnostics": f"{rtype}/{rid} deleted (version {result.version})"}]},
+        headers={"ETag": f'W/"{result.version}"'},
+    )
+
+
+@router.get("/fhir/{rtype}/{rid}")
+def get_resource(rtype: str, rid: str, request: Request, principal: Reader) -> Response:
+    runtime = get_runtime(request)
+    _check_type(rtype)
+    with runtime.read() as session:
+        row = service.read(session, principal.tenant_id, rtype, rid)
+    return FHIRResponse(row.body, headers={"ETag": f'W/"{row.version}"'})
+
+
+@router.get("/fhir/{rtype}/{rid}/_history")
+def get_history(rtype: str, rid: str, request: Request, principal: Reader) -> Response:
+    runtime = get_runtime(request)
+    _check_type(rtype)
+    with runtime.read() as session:
+        return FHIRResponse(service.read_history(session, principal.tenant_id, rtype, rid))
+
+
+@router.get("/fhir/{rtype}/{rid}/_history/{vid}")
+def get_version(rtype: str, rid: str, vid: int, request: Request, principal: Reader) -> Response:
+    runtime = get_runtime(request)
+    _check_type(rtype)
+    with runtime.read() as session:
+        bundle = service.read_history(session, principal.tenant_id, rtype, rid)
+    for entry in bundle["entry"]:
+        if entry["response"]["etag"] == f'W/"{vid}"' and "resource" in entry:
+            return FHIRResponse(entry["resource"], headers={"ETag": f'W/"{vid}"'})
+    raise NotFoundError(f"{rtype}/{rid} has no version {vid}")
+
+
+@api_router.get("/data-quality")
+def data_quality(
+    request: Request,
+    principal: Annotated[Principal, Depends(require("api:read"))],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """Resources that did not reach an episode, and types stored but not mapped."""
+    runtime = get_runtime(request)
+    with runtime.read() as session:
+        counts = service.unlinked_counts(session, principal.tenant_id)
+        items = service.unlinked_resources(session, principal.tenant_id, limit)
+    return JSONResponse({**counts, "unlinked_resources": items})

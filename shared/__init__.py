@@ -1,0 +1,1 @@
+"""What every service shares: settings, database, auth and tenancy, the bus, clocks."""

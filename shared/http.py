@@ -1,0 +1,76 @@
+"""The HTTP edge shared by every service: auth dependencies, error rendering, responses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from shared.auth import Principal, authenticate
+from shared.errors import AppError, Issue, UnprocessableError
+from shared.runtime import Runtime
+
+FHIR_JSON = "application/fhir+json"
+PROBLEM_JSON = "application/problem+json"
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+class FHIRResponse(JSONResponse):
+    media_type = FHIR_JSON
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def require(permission: str) -> Callable[[Request], Principal]:
+    """A dependency: the caller's key, checked for ``permission``."""
+
+    def dependency(request: Request) -> Principal:
+        runtime = get_runtime(request)
+        with runtime.read() as session:
+            principal = authenticate(session, request.headers.get("authorization"))
+        principal.require(permission)
+        request.state.principal = principal
+        return principal
+
+    return dependency
+
+
+def is_fhir_path(request: Request) -> bool:
+    return request.url.path == "/fhir" or request.url.path.startswith("/fhir/")
+
+
+def render_error(request: Request, error: AppError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+    if is_fhir_path(request):
+        return FHIRResponse(error.operation_outcome(), status_code=error.status_code, headers=headers)
+    response = JSONResponse(error.problem(), status_code=error.status_code, headers=headers)
+    response.headers["content-type"] = PROBLEM_JSON
+    return response
+
+
+async def app_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return render_error(request, exc)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    issues = [
+        Issue("value", str(err.get("msg")), (".".join(str(p) for p in err.get("loc", ())),))
+        for err in exc.errors()
+    ]
+    detail = "; ".join(f"{i.expression[0]}: {i.diagnostics}" for i in issues) or "invalid request"
+    return render_error(request, UnprocessableError(detail, issues=issues))

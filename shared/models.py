@@ -1,0 +1,60 @@
+"""Tables every service relies on: tenants, API keys and the outbox of events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.clock import utcnow
+from shared.db import Base, JSONDoc, UTCDateTime
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="Asia/Shanghai")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id"), index=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
+    #: SHA-256 of the whole key. Keys are 256-bit random, so a slow hash adds nothing.
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    departments: Mapped[list[str] | None] = mapped_column(JSONDoc, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class OutboxEvent(Base):
+    """An event written in the same transaction as the change it announces.
+
+    Each topic has one consumer (a service); ``processed_at`` is set in the same
+    transaction as that consumer's effects, so effects happen exactly once even when
+    delivery (in-process or through NATS) happens more than once.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.Index("ix_outbox_pending", "topic", "processed_at", "id"),
+        sa.Index("ix_outbox_unpublished", "published_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(sa.String(64))
+    topic: Mapped[str] = mapped_column(sa.String(64))
+    key: Mapped[str] = mapped_column(sa.String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Set by the NATS relay once JetStream acknowledged the message (distributed mode).
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

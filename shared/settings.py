@@ -1,0 +1,73 @@
+"""Typed settings. One class, ``QCPULSE_`` prefix, fails fast on bad values."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["all", "ingest", "indicators", "alerts"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QCPULSE_", env_file=None, extra="ignore")
+
+    #: ``sqlite:///path`` or ``postgresql://user@host/db``; drivers are chosen for you.
+    database_url: str = "sqlite:///./qcpulse.db"
+    #: Tenant created on start (with the admin key below) when both are set.
+    bootstrap_tenant: str | None = None
+    bootstrap_admin_key: SecretStr | None = None
+    #: Time zone that files cases into local days, for tenants created without one.
+    default_timezone: str = "Asia/Shanghai"
+
+    #: Ingest limits.
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_bundle_entries: int = Field(default=5000, gt=0)
+    max_json_depth: int = Field(default=64, gt=0)
+
+    #: Directory of indicator definition files that add to or override the shipped ones.
+    indicators_dir: Path | None = None
+    #: How often the timer re-decides pending cases whose deadline has passed.
+    timer_interval: timedelta = timedelta(seconds=0.5)
+
+    #: NATS server for the distributed mode (``serve --role``); unused when embedded.
+    nats_url: str = "nats://127.0.0.1:4222"
+    #: Event transport: ``outbox`` polls the database table in-process; ``nats`` relays
+    #: the outbox through JetStream (distributed mode).
+    bus: Literal["outbox", "nats"] = "outbox"
+
+    #: Webhook delivery.
+    webhook_timeout: timedelta = timedelta(seconds=10)
+    webhook_max_age: timedelta = timedelta(hours=26)
+    webhook_concurrency: int = Field(default=16, gt=0)
+    #: Allow webhook URLs on loopback/private addresses (tests, demos, on-premises sinks).
+    webhook_allow_private: bool = True
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql", "postgres")):
+            raise ValueError("database_url must be a sqlite:/// or postgresql:// URL")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -34,6 +34,9 @@ class Topic(enum.StrEnum):
     CASES_CHANGED = "cases.changed"
 
 
+#: Waiting on this wakes on any topic (the NATS relay does).
+ANY_TOPIC = "*"
+
 _PENDING_TOPICS = "qcpulse_pending_topics"
 _NOTIFIER = "qcpulse_notifier"
 
@@ -47,7 +50,7 @@ class Notifier:
 
     def notify(self, topics: set[str]) -> None:
         with self._cond:
-            for topic in topics:
+            for topic in (*topics, ANY_TOPIC):
                 self._versions[topic] = self._versions.get(topic, 0) + 1
             self._cond.notify_all()
 
@@ -177,3 +180,13 @@ class WorkerThread(threading.Thread):
                 self.notifier.wait(self.topic, seen, self.interval)
             else:
                 self.stop_event.wait(self.interval)
+
+
+def outbox_threads(runtime_stop: threading.Event, notifier: Notifier,
+                   consumers: Sequence[OutboxConsumer]) -> list[WorkerThread]:
+    """The embedded transport: one thread per consumer, woken after each commit."""
+    return [
+        WorkerThread(f"consume-{c.topic.value}", c.run_once, stop=runtime_stop,
+                     notifier=notifier, topic=c.topic.value, interval=1.0)
+        for c in consumers
+    ]

@@ -19,13 +19,17 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from services.indicators import router as indicators_router
+from services.indicators import worker as indicators_worker
 import services.ingest as ingest
 from qcpulse import schema
 from shared import keys
 from shared.auth import bootstrap
+from shared.bus import Handler, OutboxConsumer, Topic, outbox_threads
 from shared.errors import AppError
 from shared.http import JSONResponse, app_error_handler, validation_error_handler
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.nats_bus import NatsBridge
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -49,7 +53,16 @@ def prepare(runtime: Runtime) -> None:
 
 def start_workers(runtime: Runtime, role: ServeRole = "all") -> list[threading.Thread]:
     """Start the background loops this process runs (none for a pure API replica)."""
+    handlers: dict[Topic, Handler] = {}
     threads: list[threading.Thread] = []
+    if role in ("all", "indicators"):
+        handlers.update(indicators_worker.handlers(runtime))
+        threads += indicators_worker.timers(runtime)
+    if runtime.settings.bus == "nats":
+        threads.append(NatsBridge(runtime, handlers))
+    else:
+        consumers = [OutboxConsumer(t, runtime.write_factory, h) for t, h in handlers.items()]
+        threads += outbox_threads(runtime.stop, runtime.notifier, consumers)
     for thread in threads:
         thread.start()
     return threads
@@ -126,4 +139,5 @@ def create_app(
     app.include_router(ingest.router, tags=["fhir"])
     app.include_router(ingest.api_router, tags=["data quality"])
     app.include_router(keys.router, tags=["keys"])
+    app.include_router(indicators_router.router, tags=["indicators"])
     return app

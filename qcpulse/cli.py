@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
+from qcpulse.progress import Advance, progress_bar
 
 from shared.settings import Settings
 
@@ -58,6 +61,43 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(label: str) -> AbstractContextManager[Advance]:
+    """A progress bar on a terminal; silent in CI and pipes."""
+    return progress_bar(label)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from qcpulse.app import prepare
+    from services.indicators.maintenance import verify
+    from shared.runtime import Runtime
+
+    runtime = Runtime.from_settings(_settings())
+    prepare(runtime)
+    with _progress("verifying episodes") as advance:
+        report = verify(runtime, progress=advance)
+    runtime.close()
+    for line in report.differences:
+        print(line)
+    state = "OK" if report.ok else f"{len(report.differences)} difference(s)"
+    print(f"verify: {report.tenants} tenant(s), {report.episodes} episode(s), "
+          f"{report.cases} case(s): {state}")
+    return 0 if report.ok else 1
+
+
+def cmd_recompute(args: argparse.Namespace) -> int:
+    from qcpulse.app import prepare
+    from services.indicators.maintenance import recompute
+    from shared.runtime import Runtime
+
+    runtime = Runtime.from_settings(_settings())
+    prepare(runtime)
+    with _progress("recomputing episodes") as advance:
+        cases = recompute(runtime, tenant=args.tenant, progress=advance)
+    runtime.close()
+    print(f"recompute: {cases} case(s) rebuilt from the stored resources")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qcpulse",
@@ -87,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--departments", help="comma-separated departments a reader is limited to")
     create.add_argument("--timezone", help="time zone for a new tenant (default Asia/Shanghai)")
     create.set_defaults(func=cmd_keys_create)
+
+    verify = sub.add_parser(
+        "verify", help="check that the running counters equal a full recomputation (exit 1 if not)"
+    )
+    verify.set_defaults(func=cmd_verify)
+
+    recompute = sub.add_parser("recompute", help="rebuild cases and counters from the stored resources")
+    recompute.add_argument("--tenant", help="only this tenant (default: all)")
+    recompute.set_defaults(func=cmd_recompute)
 
     return parser
 

@@ -3,7 +3,15 @@
 Other services may import only what is listed here.
 """
 
-from services.ingest.readmodel import episode_ids, load_episodes, tenants_with_data
+from services.ingest.readmodel import (
+    department_names,
+    episode_ids,
+    load_episodes,
+    tenants_with_data,
+)
 from services.ingest.router import api_router, router
 
-__all__ = ["api_router", "episode_ids", "load_episodes", "router", "tenants_with_data"]
+__all__ = [
+    "api_router",
+    "department_names",
+    "episode_ids", "load_episodes", "router", "tenants_with_data"]

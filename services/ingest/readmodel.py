@@ -48,7 +48,7 @@ def load_episodes(
                 FactRow.encounter_id, FactRow.resource_type, FactRow.resource_id,
                 FactRow.kind, FactRow.data,
             ).where(FactRow.tenant_id == tenant_id, FactRow.encounter_id.in_(chunk))
-        ).tuples()
+        )
         for encounter_id, rtype, rid, kind, data in facts:
             assert encounter_id is not None
             out[encounter_id][1].append(fact_from_json(rtype, rid, kind, data))
@@ -67,3 +67,13 @@ def episode_ids(session: Session, tenant_id: str) -> Sequence[str]:
 
 def tenants_with_data(session: Session) -> Sequence[str]:
     return session.scalars(sa.select(EpisodeRow.tenant_id).distinct()).all()
+
+
+def department_names(session: Session, tenant_id: str) -> dict[str, str]:
+    """Department code → the label integration engines send with it."""
+    rows = session.execute(
+        sa.select(EpisodeRow.department, sa.func.max(EpisodeRow.department_name))
+        .where(EpisodeRow.tenant_id == tenant_id)
+        .group_by(EpisodeRow.department)
+    )
+    return {dept: name for dept, name in rows if name}

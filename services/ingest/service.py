@@ -372,8 +372,8 @@ def unlinked_counts(session: Session, tenant_id: str) -> dict[str, Any]:
         .group_by(StoredResource.type)
     )
     return {
-        "unlinked": {t: n for t, n in session.execute(no_episode).tuples()},
-        "unmapped": {t: n for t, n in session.execute(unmapped).tuples()},
+        "unlinked": {t: n for t, n in session.execute(no_episode)},
+        "unmapped": {t: n for t, n in session.execute(unmapped)},
     }
 
 
@@ -390,7 +390,7 @@ def unlinked_resources(session: Session, tenant_id: str, limit: int) -> list[JSO
         .where(FactRow.tenant_id == tenant_id, EpisodeRow.encounter_id.is_(None))
         .order_by(FactRow.resource_type, FactRow.resource_id)
         .limit(limit)
-    ).tuples()
+    )
     return [
         {
             "resource": f"{t}/{i}",

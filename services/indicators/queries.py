@@ -1,0 +1,325 @@
+"""Reading indicators: values, series with control limits, breakdowns, cases.
+
+Every period rolls up from the day counters, so a year's value reads at most a few
+hundred rows per department, never the cases.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from services.indicators.models import CaseRow, CounterRow, TargetRow
+from shared.errors import UnprocessableError
+
+Granularity = Literal["day", "week", "month", "quarter", "year"]
+Unit = Literal["percent", "per_100", "per_1000"]
+SCALE: dict[str, int] = {"percent": 1, "per_100": 100, "per_1000": 1000}
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorShape:
+    """What the arithmetic needs to know about an indicator."""
+
+    code: str
+    kind: Literal["proportion", "ratio"]
+    unit: Unit
+    direction: Literal["higher_is_better", "lower_is_better"]
+    default_target: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    numerator: int = 0
+    denominator_only: int = 0
+    excluded: int = 0
+    pending: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.numerator + other.numerator,
+            self.denominator_only + other.denominator_only,
+            self.excluded + other.excluded,
+            self.pending + other.pending,
+        )
+
+
+def denominator(shape: IndicatorShape, counts: Counts) -> int:
+    """Proportions: cases in the numerator plus cases in the denominator only.
+    Ratios: the denominator case set alone (discharges, for events per 100 discharges)."""
+    if shape.kind == "ratio":
+        return counts.denominator_only
+    return counts.numerator + counts.denominator_only
+
+
+def rate(shape: IndicatorShape, counts: Counts) -> float | None:
+    den = denominator(shape, counts)
+    if den == 0:
+        return None
+    return counts.numerator / den * SCALE[shape.unit]
+
+
+def meets(shape: IndicatorShape, value: float | None, target: float | None) -> bool | None:
+    if value is None or target is None:
+        return None
+    return value >= target if shape.direction == "higher_is_better" else value <= target
+
+
+def check_range(start: date, end: date) -> None:
+    if start > end:
+        raise UnprocessableError(f"'from' ({start}) is after 'to' ({end})")
+    if (end - start).days > 366 * 20:
+        raise UnprocessableError("the range may span at most 20 years")
+
+
+def target_for(session: Session, tenant_id: str, shape: IndicatorShape) -> float | None:
+    row = session.get(TargetRow, (tenant_id, shape.code))
+    return row.target if row is not None else shape.default_target
+
+
+def _counter_query(
+    tenant_id: str, code: str, start: date, end: date, departments: Sequence[str] | None
+) -> sa.Select[Any]:
+    query = sa.select(
+        CounterRow.department,
+        CounterRow.day,
+        CounterRow.numerator,
+        CounterRow.denominator,
+        CounterRow.excluded,
+        CounterRow.pending,
+    ).where(
+        CounterRow.tenant_id == tenant_id,
+        CounterRow.indicator == code,
+        CounterRow.day >= start,
+        CounterRow.day <= end,
+    )
+    if departments is not None:
+        query = query.where(CounterRow.department.in_(list(departments)))
+    return query
+
+
+def day_counts(
+    session: Session,
+    tenant_id: str,
+    code: str,
+    start: date,
+    end: date,
+    departments: Sequence[str] | None = None,
+) -> list[tuple[str, date, Counts]]:
+    rows = session.execute(_counter_query(tenant_id, code, start, end, departments))
+    return [(dept, day, Counts(n, d, x, p)) for dept, day, n, d, x, p in rows]
+
+
+def value(
+    session: Session,
+    tenant_id: str,
+    shape: IndicatorShape,
+    start: date,
+    end: date,
+    departments: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    check_range(start, end)
+    total = Counts()
+    for _, _, counts in day_counts(session, tenant_id, shape.code, start, end, departments):
+        total = total + counts
+    return summarize(session, tenant_id, shape, total)
+
+
+def summarize(session: Session, tenant_id: str, shape: IndicatorShape, total: Counts) -> dict[str, Any]:
+    target = target_for(session, tenant_id, shape)
+    r = rate(shape, total)
+    return {
+        "numerator": total.numerator,
+        "denominator": denominator(shape, total),
+        "rate": r,
+        "pending": total.pending,
+        "excluded": total.excluded,
+        "target": target,
+        "meets_target": meets(shape, r, target),
+    }
+
+
+def period_start(day: date, granularity: Granularity) -> date:
+    match granularity:
+        case "day":
+            return day
+        case "week":
+            return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+        case "month":
+            return day.replace(day=1)
+        case "quarter":
+            return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+        case "year":
+            return date(day.year, 1, 1)
+
+
+def next_period(start: date, granularity: Granularity) -> date:
+    match granularity:
+        case "day":
+            return start + timedelta(days=1)
+        case "week":
+            return start + timedelta(days=7)
+        case "month":
+            return date(start.year + start.month // 12, start.month % 12 + 1, 1)
+        case "quarter":
+            month = start.month + 3
+            return date(start.year + (month - 1) // 12, (month - 1) % 12 + 1, 1)
+        case "year":
+            return date(start.year + 1, 1, 1)
+
+
+def control_limits(
+    shape: IndicatorShape, center: float | None, n: int
+) -> tuple[float | None, float | None]:
+    """3-sigma limits around ``center`` (in fraction units) for a point with ``n``
+    denominator cases: a p-chart for proportions, a u-chart for ratios."""
+    if center is None or n == 0:
+        return None, None
+    if shape.kind == "ratio":
+        sigma = math.sqrt(center / n)
+        return center + 3 * sigma, max(0.0, center - 3 * sigma)
+    sigma = math.sqrt(center * (1 - center) / n)
+    return min(1.0, center + 3 * sigma), max(0.0, center - 3 * sigma)
+
+
+def series(
+    session: Session,
+    tenant_id: str,
+    shape: IndicatorShape,
+    granularity: Granularity,
+    start: date,
+    end: date,
+    departments: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    check_range(start, end)
+    buckets: dict[date, Counts] = defaultdict(Counts)
+    for _, day, counts in day_counts(session, tenant_id, shape.code, start, end, departments):
+        key = period_start(day, granularity)
+        buckets[key] = buckets[key] + counts
+    total = Counts()
+    for counts in buckets.values():
+        total = total + counts
+    scale = SCALE[shape.unit]
+    total_den = denominator(shape, total)
+    center = total.numerator / total_den if total_den else None
+    points = []
+    cursor = period_start(start, granularity)
+    while cursor <= end:
+        counts = buckets.get(cursor, Counts())
+        n = denominator(shape, counts)
+        ucl, lcl = control_limits(shape, center, n)
+        points.append(
+            {
+                "period_start": cursor.isoformat(),
+                "numerator": counts.numerator,
+                "denominator": n,
+                "rate": rate(shape, counts),
+                "pending": counts.pending,
+                "excluded": counts.excluded,
+                "center": center * scale if center is not None else None,
+                "ucl": ucl * scale if ucl is not None else None,
+                "lcl": lcl * scale if lcl is not None else None,
+            }
+        )
+        cursor = next_period(cursor, granularity)
+    return points
+
+
+def breakdown(
+    session: Session,
+    tenant_id: str,
+    shape: IndicatorShape,
+    start: date,
+    end: date,
+    departments: Sequence[str] | None = None,
+) -> dict[str, Counts]:
+    check_range(start, end)
+    by_department: dict[str, Counts] = defaultdict(Counts)
+    for dept, _, counts in day_counts(session, tenant_id, shape.code, start, end, departments):
+        by_department[dept] = by_department[dept] + counts
+    return dict(sorted(by_department.items()))
+
+
+# -- cases ------------------------------------------------------------------------
+
+
+def _encode_cursor(row: CaseRow) -> str:
+    raw = orjson.dumps([row.period_date.isoformat() if row.period_date else "", row.encounter_id, row.key])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        period, encounter_id, key = orjson.loads(raw)
+        return str(period), str(encounter_id), str(key)
+    except (ValueError, TypeError) as exc:
+        raise UnprocessableError("invalid cursor") from exc
+
+
+def cases(
+    session: Session,
+    tenant_id: str,
+    code: str,
+    *,
+    status: str | None,
+    start: date | None,
+    end: date | None,
+    departments: Sequence[str] | None,
+    limit: int,
+    cursor: str | None,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], str | None]:
+    if start and end:
+        check_range(start, end)
+    period = sa.func.coalesce(CaseRow.period_date, sa.literal(date(1, 1, 1), sa.Date))
+    query = sa.select(CaseRow).where(CaseRow.tenant_id == tenant_id, CaseRow.indicator == code)
+    if status:
+        query = query.where(CaseRow.status == status)
+    if start:
+        query = query.where(CaseRow.period_date >= start)
+    if end:
+        query = query.where(CaseRow.period_date <= end)
+    if departments is not None:
+        query = query.where(CaseRow.department.in_(list(departments)))
+    if cursor:
+        c_period, c_encounter, c_key = _decode_cursor(cursor)
+        c_date = date.fromisoformat(c_period) if c_period else date(1, 1, 1)
+        query = query.where(
+            sa.tuple_(period, CaseRow.encounter_id, CaseRow.key)
+            > sa.tuple_(sa.literal(c_date, sa.Date), sa.literal(c_encounter), sa.literal(c_key))
+        )
+    rows = session.scalars(
+        query.order_by(period, CaseRow.encounter_id, CaseRow.key).limit(limit + 1)
+    ).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    out = []
+    for row in rows:
+        elapsed = None
+        if row.clock_start is not None:
+            stop = row.clock_stop or now
+            elapsed = round((stop - row.clock_start).total_seconds() / 60, 1)
+        out.append(
+            {
+                "episode": f"Encounter/{row.encounter_id}",
+                "case": row.key,
+                "department": row.department,
+                "status": row.status,
+                "clock_start": row.clock_start.isoformat() if row.clock_start else None,
+                "clock_stop": row.clock_stop.isoformat() if row.clock_stop else None,
+                "deadline": row.deadline.isoformat() if row.deadline else None,
+                "elapsed_minutes": elapsed,
+                "period_date": row.period_date.isoformat() if row.period_date else None,
+            }
+        )
+    return out, (_encode_cursor(rows[-1]) if more and rows else None)

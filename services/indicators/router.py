@@ -1,0 +1,315 @@
+"""The quality department's read API (reader role), targets and code maps (admin)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+import services.ingest as ingest
+from services.indicators import queries
+from services.indicators.definitions import IndicatorDefinition
+from services.indicators.measure_report import measure_report
+from services.indicators.models import CodeMapRow, TargetRow
+from services.indicators.valuesets import CodeMap
+from services.indicators.worker import catalogue_for
+from shared.auth import Principal
+from shared.bus import Topic, emit
+from shared.errors import ForbiddenError, NotFoundError, UnprocessableError
+from shared.http import JSONResponse, get_runtime, require
+from shared.runtime import Runtime
+
+router = APIRouter(prefix="/api/v1")
+
+Reader = Annotated[Principal, Depends(require("api:read"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+Format = Literal["json", "csv"]
+
+
+def definition(runtime: Runtime, code: str) -> IndicatorDefinition:
+    found = catalogue_for(runtime.settings.indicators_dir).get(code)
+    if found is None:
+        raise NotFoundError(f"no indicator '{code}'")
+    return found
+
+
+def shape(defn: IndicatorDefinition) -> queries.IndicatorShape:
+    return queries.IndicatorShape(defn.code, defn.kind, defn.unit, defn.direction, defn.target)
+
+
+def summary(defn: IndicatorDefinition, target: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "code": defn.code,
+        "name": {"zh": defn.name.zh, "en": defn.name.en},
+        "description": defn.description,
+        "direction": defn.direction,
+        "unit": defn.unit,
+        "kind": defn.kind,
+        "target": target,
+        "source": defn.source,
+        "version": defn.version,
+    }
+    if defn.window_minutes is not None:
+        out["window_minutes"] = defn.window_minutes
+    return out
+
+
+def local_today(runtime: Runtime, session: sa.orm.Session, tenant_id: str) -> date:
+    return runtime.clock.now().astimezone(runtime.tenant_zone(session, tenant_id)).date()
+
+
+def date_range(
+    runtime: Runtime, session: sa.orm.Session, tenant_id: str, start: date | None, end: date | None
+) -> tuple[date, date]:
+    """Defaults: from the first of this month to today, in the tenant's time zone."""
+    today = local_today(runtime, session, tenant_id)
+    end = end or today
+    start = start or end.replace(day=1)
+    queries.check_range(start, end)
+    return start, end
+
+
+def allowed_departments(principal: Principal, department: str | None) -> Sequence[str] | None:
+    """A reader limited to departments sees only those."""
+    if department is not None:
+        if principal.departments is not None and department not in principal.departments:
+            raise ForbiddenError(f"this key may not read department '{department}'")
+        return [department]
+    return sorted(principal.departments) if principal.departments is not None else None
+
+
+def csv_response(rows: list[dict[str, Any]], filename: str) -> Response:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return Response(
+        "\ufeff" + buffer.getvalue(),  # a BOM so that Excel reads the Chinese names right
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+From = Annotated[date | None, Query(alias="from", description="local date, inclusive")]
+To = Annotated[date | None, Query(alias="to", description="local date, inclusive")]
+
+
+@router.get("/indicators")
+def list_indicators(request: Request, principal: Reader) -> JSONResponse:
+    runtime = get_runtime(request)
+    catalogue = catalogue_for(runtime.settings.indicators_dir)
+    with runtime.read() as session:
+        return JSONResponse(
+            [
+                summary(d, queries.target_for(session, principal.tenant_id, shape(d)))
+                for d in catalogue.definitions()
+            ]
+        )
+
+
+@router.get("/indicators/{code}")
+def get_indicator(code: str, request: Request, principal: Reader) -> JSONResponse:
+    runtime = get_runtime(request)
+    defn = definition(runtime, code)
+    with runtime.read() as session:
+        target = queries.target_for(session, principal.tenant_id, shape(defn))
+    return JSONResponse(
+        {**summary(defn, target), "definition": defn.model_dump(mode="json", exclude_none=True)}
+    )
+
+
+@router.get("/indicators/{code}/value")
+def get_value(
+    code: str, request: Request, principal: Reader,
+    start: From = None, end: To = None, department: str | None = None,
+) -> JSONResponse:
+    runtime = get_runtime(request)
+    defn = definition(runtime, code)
+    with runtime.read() as session:
+        start, end = date_range(runtime, session, principal.tenant_id, start, end)
+        result = queries.value(
+            session, principal.tenant_id, shape(defn), start, end,
+            allowed_departments(principal, department),
+        )
+    return JSONResponse(
+        {"code": code, "from": start.isoformat(), "to": end.isoformat(), "department": department,
+         **result}
+    )
+
+
+@router.get("/indicators/{code}/series")
+def get_series(
+    code: str, request: Request, principal: Reader,
+    granularity: Literal["day", "week", "month", "quarter", "year"] = "month",
+    start: From = None, end: To = None, department: str | None = None,
+    format: Format = "json",
+) -> Response:
+    runtime = get_runtime(request)
+    defn = definition(runtime, code)
+    with runtime.read() as session:
+        if start is None and end is None:
+            end = local_today(runtime, session, principal.tenant_id)
+            start = queries.period_start(end - timedelta(days=365), granularity)
+        start, end = date_range(runtime, session, principal.tenant_id, start, end)
+        points = queries.series(
+            session, principal.tenant_id, shape(defn), granularity, start, end,
+            allowed_departments(principal, department),
+        )
+    if format == "csv":
+        return csv_response(points, f"{code}-series-{granularity}.csv")
+    return JSONResponse(
+        {"code": code, "granularity": granularity, "from": start.isoformat(),
+         "to": end.isoformat(), "department": department, "unit": defn.unit, "points": points}
+    )
+
+
+@router.get("/indicators/{code}/breakdown")
+def get_breakdown(
+    code: str, request: Request, principal: Reader,
+    by: Literal["department"] = "department",
+    start: From = None, end: To = None, format: Format = "json",
+) -> Response:
+    runtime = get_runtime(request)
+    defn = definition(runtime, code)
+    with runtime.read() as session:
+        start, end = date_range(runtime, session, principal.tenant_id, start, end)
+        by_department = queries.breakdown(
+            session, principal.tenant_id, shape(defn), start, end,
+            allowed_departments(principal, None),
+        )
+        names = ingest.department_names(session, principal.tenant_id)
+        rows = [
+            {"department": dept, "department_name": names.get(dept),
+             **queries.summarize(session, principal.tenant_id, shape(defn), counts)}
+            for dept, counts in by_department.items()
+        ]
+    if format == "csv":
+        return csv_response(rows, f"{code}-breakdown.csv")
+    return JSONResponse({"code": code, "by": by, "from": start.isoformat(), "to": end.isoformat(),
+                         "rows": rows})
+
+
+@router.get("/indicators/{code}/cases")
+def get_cases(
+    code: str, request: Request, principal: Reader,
+    status: Literal["pending", "numerator", "denominator", "excluded"] | None = None,
+    start: From = None, end: To = None, department: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None, format: Format = "json",
+) -> Response:
+    runtime = get_runtime(request)
+    definition(runtime, code)
+    with runtime.read() as session:
+        rows, next_cursor = queries.cases(
+            session, principal.tenant_id, code, status=status, start=start, end=end,
+            departments=allowed_departments(principal, department), limit=limit, cursor=cursor,
+            now=runtime.clock.now(),
+        )
+    if format == "csv":
+        return csv_response(rows, f"{code}-cases.csv")
+    return JSONResponse({"code": code, "cases": rows, "next_cursor": next_cursor})
+
+
+@router.get("/indicators/{code}/measure-report")
+def get_measure_report(
+    code: str, request: Request, principal: Reader,
+    start: From = None, end: To = None, department: str | None = None,
+) -> Response:
+    runtime = get_runtime(request)
+    defn = definition(runtime, code)
+    with runtime.read() as session:
+        start, end = date_range(runtime, session, principal.tenant_id, start, end)
+        total = queries.Counts()
+        for _, _, counts in queries.day_counts(
+            session, principal.tenant_id, code, start, end, allowed_departments(principal, department)
+        ):
+            total = total + counts
+        tz = runtime.tenant_zone(session, principal.tenant_id)
+    report = measure_report(defn, shape(defn), principal.tenant_id, start, end, tz, total,
+                            department=department, generated=runtime.clock.now())
+    return JSONResponse(report, media_type="application/fhir+json")
+
+
+class TargetBody(BaseModel):
+    target: float = Field(ge=0)
+
+
+@router.put("/indicators/{code}/target")
+def put_target(code: str, body: TargetBody, request: Request, principal: Admin) -> JSONResponse:
+    runtime = get_runtime(request)
+    defn = definition(runtime, code)
+    if defn.unit == "percent" and body.target > 1:
+        raise UnprocessableError("a percent target is a fraction between 0 and 1 (0.85 for 85 %)")
+    with runtime.write() as session:
+        row = session.get(TargetRow, (principal.tenant_id, code))
+        now = runtime.clock.now()
+        if row is None:
+            session.add(TargetRow(tenant_id=principal.tenant_id, indicator=code,
+                                  target=body.target, updated_at=now))
+        else:
+            row.target, row.updated_at = body.target, now
+    return JSONResponse({"code": code, "target": body.target})
+
+
+class Mapping(BaseModel):
+    code: str = Field(min_length=1, max_length=100)
+    target_system: str = Field(min_length=1, max_length=200)
+    target_code: str = Field(min_length=1, max_length=100)
+
+
+class CodeMapBody(BaseModel):
+    mappings: list[Mapping] = Field(max_length=100_000)
+
+
+@router.put("/code-maps/{system:path}")
+def put_code_map(system: str, body: CodeMapBody, request: Request, principal: Admin) -> JSONResponse:
+    """Replace the tenant's mappings for one local code system, then re-evaluate every
+    episode of the tenant so that counters follow the new mapping."""
+    runtime = get_runtime(request)
+    try:
+        normalised = CodeMap((system, m.code, (m.target_system, m.target_code)) for m in body.mappings)
+    except ValueError as exc:
+        raise UnprocessableError(str(exc)) from exc
+    del normalised
+    with runtime.write() as session:
+        session.execute(
+            sa.delete(CodeMapRow).where(
+                CodeMapRow.tenant_id == principal.tenant_id, CodeMapRow.source_system == system
+            )
+        )
+        seen: set[tuple[str, str, str]] = set()
+        for m in body.mappings:
+            ident = (m.code, m.target_system, m.target_code)
+            if ident in seen:
+                continue
+            seen.add(ident)
+            session.add(CodeMapRow(tenant_id=principal.tenant_id, source_system=system,
+                                   source_code=m.code, target_system=m.target_system,
+                                   target_code=m.target_code))
+        episodes = ingest.episode_ids(session, principal.tenant_id)
+        for encounter_id in episodes:
+            emit(session, principal.tenant_id, Topic.EPISODE_CHANGED, encounter_id,
+                 {"encounter_id": encounter_id})
+    return JSONResponse({"system": system, "mappings": len(seen), "episodes_reevaluated": len(episodes)})
+
+
+@router.get("/code-maps")
+def get_code_maps(request: Request, principal: Reader) -> JSONResponse:
+    runtime = get_runtime(request)
+    with runtime.read() as session:
+        rows = session.scalars(
+            sa.select(CodeMapRow).where(CodeMapRow.tenant_id == principal.tenant_id)
+            .order_by(CodeMapRow.source_system, CodeMapRow.source_code)
+        ).all()
+    return JSONResponse(
+        [{"system": r.source_system, "code": r.source_code, "target_system": r.target_system,
+          "target_code": r.target_code} for r in rows]
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -98,6 +99,57 @@ def cmd_recompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from qcpulse.demo import DemoOptions, run
+
+    return run(
+        DemoOptions(
+            host=args.host, port=args.port, speed=args.speed, hospital_size=args.hospital_size,
+            seed=args.seed, backfill_hours=args.backfill_hours, db=args.db, quiet=args.quiet,
+        )
+    )
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from qcpulse.synth import HospitalConfig, generate, write_ndjson
+
+    start = (
+        datetime.fromisoformat(args.start)
+        if args.start
+        else datetime(2026, 1, 1, tzinfo=ZoneInfo("Asia/Shanghai"))
+    )
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    config = HospitalConfig.for_episodes(args.episodes, args.days, tenant=args.tenant)
+    sends = generate(config, start=start, days=args.days, seed=args.seed)
+    count = write_ndjson(sends, args.out, progress=not args.quiet)
+    print(f"synth: {count} bundle(s) written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from qcpulse.loader import Poster, load
+    from qcpulse.synth import read_ndjson
+
+    poster = Poster(args.url, args.key)
+    with _progress("posting bundles") as advance:
+        stats = load(
+            poster, (s.bundle for s in read_ndjson(args.file)), concurrency=args.concurrency,
+            on_progress=lambda n: advance(n, 0),
+        )
+    poster.close()
+    print(
+        f"load: {stats.bundles} bundle(s), {stats.resources} resource(s) in {stats.seconds:.1f} s "
+        f"({stats.resources_per_second:.0f} resources/s), {stats.failed} failed"
+    )
+    for error in stats.errors:
+        print(f"  {error}", file=sys.stderr)
+    return 0 if stats.failed == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qcpulse",
@@ -127,6 +179,36 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--departments", help="comma-separated departments a reader is limited to")
     create.add_argument("--timezone", help="time zone for a new tenant (default Asia/Shanghai)")
     create.set_defaults(func=cmd_keys_create)
+
+    demo = sub.add_parser("demo", help="embedded server + simulated hospital + webhook sink")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--speed", type=float, default=60.0,
+                      help="simulated minutes per real second × 60 (default 60: one minute a second)")
+    demo.add_argument("--hospital-size", choices=["small", "medium", "large"], default="medium")
+    demo.add_argument("--seed", type=int, default=2026)
+    demo.add_argument("--backfill-hours", type=float, default=6.0,
+                      help="simulated hours of backlog sent at start")
+    demo.add_argument("--db", type=Path, help="SQLite file to keep (default: a temporary file)")
+    demo.add_argument("--quiet", action="store_true", help="do not print alerts")
+    demo.set_defaults(func=cmd_demo)
+
+    synth = sub.add_parser("synth", help="write synthetic FHIR bundles as ndjson")
+    synth.add_argument("--episodes", type=int, default=1000)
+    synth.add_argument("--days", type=float, default=30.0)
+    synth.add_argument("--seed", type=int, default=1)
+    synth.add_argument("--tenant", default="H0001")
+    synth.add_argument("--start", help="ISO start time (default 2026-01-01T00:00+08:00)")
+    synth.add_argument("--out", required=True, help="output .ndjson file")
+    synth.add_argument("--quiet", action="store_true")
+    synth.set_defaults(func=cmd_synth)
+
+    load_cmd = sub.add_parser("load", help="post an ndjson file of bundles to a running server")
+    load_cmd.add_argument("file")
+    load_cmd.add_argument("--url", default="http://127.0.0.1:8000")
+    load_cmd.add_argument("--key", required=True, help="an ingest (or admin) key")
+    load_cmd.add_argument("--concurrency", type=int, default=4)
+    load_cmd.set_defaults(func=cmd_load)
 
     verify = sub.add_parser(
         "verify", help="check that the running counters equal a full recomputation (exit 1 if not)"

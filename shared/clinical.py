@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 
 
 class FactKind(enum.StrEnum):
@@ -118,10 +118,11 @@ class Episode:
     def is_open(self) -> bool:
         return self.discharge is None and self.status not in ("cancelled", "entered-in-error")
 
-    def age_at_arrival(self) -> int | None:
+    def age_at_arrival(self, tz: tzinfo) -> int | None:
+        """Age in whole years on the local date of arrival (not the UTC date)."""
         if self.birth_date is None or self.arrival is None:
             return None
-        a = self.arrival.date()
+        a = self.arrival.astimezone(tz).date()
         b = self.birth_date
         return a.year - b.year - ((a.month, a.day) < (b.month, b.day))
 
@@ -137,9 +138,10 @@ class CaseStatus(enum.StrEnum):
 class Case:
     """One unit an indicator counts, as decided at a given moment.
 
-    ``key`` identifies the case within (tenant, indicator): the encounter id for
+    ``key`` identifies the case within (tenant, indicator, episode): the encounter id for
     per-episode cases, ``Type/id`` of the triggering resource for per-resource cases.
-    For ratio indicators ``role`` tells the numerator case set from the denominator one.
+    For ratio indicators the status tells the two case sets apart: ``numerator`` cases
+    are events (adverse-event reports), ``denominator`` cases the population (discharges).
     """
 
     indicator: str

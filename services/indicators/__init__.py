@@ -1,0 +1,1 @@
+"""Indicators: definitions as data, the evaluator, exact incremental counters, the read API."""

@@ -1,0 +1,669 @@
+"""The indicator evaluator: one episode's facts in, that episode's cases out.
+
+``evaluate`` is a pure, deterministic function of (definition, episode, facts, now,
+time zone, code map): no I/O, no wall clock, the same cases whatever the order of the
+facts. Incremental maintenance is recompute-and-diff (docs/ARCHITECTURE.md), so late,
+corrected or retracted data re-decides a case simply by evaluating again.
+
+Decisions where docs/INDICATORS.md leaves room (copied to docs/):
+
+Facts and episodes
+    * Facts with status ``entered-in-error``, and Procedure / MedicationAdministration
+      facts with ``not-done``, are ignored (ingest drops them too; this is a second line).
+      If a resource appears twice, one version is kept, chosen by content, not position.
+    * A cancelled or entered-in-error Encounter yields no case for any indicator.
+    * Condition facts carry no verification status, so any coded Condition counts.
+    * ``medication`` selectors read MedicationAdministration and fall back to
+      MedicationRequest (authoredOn) only when the episode has no administration matching
+      the selector's code filters ("that drug class"); time filters apply afterwards.
+
+Clock
+    * With a stop: ``numerator`` when stop − start ≤ window (exactly at the window is
+      met), else ``denominator``. Without a stop: ``pending`` while now < deadline,
+      ``denominator`` from the deadline on, or — for ``decided_by: discharge`` —
+      ``pending`` until discharge. Late documentation of the stop re-decides the case.
+    * No clock start, no case: a case that can be neither timed nor filed is not counted.
+    * ``deadline`` = start + window and ``at_risk_at`` = start + at_risk (or share × window,
+      default 2/3) are set on every clock case whatever its status; ``decide_at`` is set
+      only on a pending case that the deadline alone will decide, and is None otherwise.
+    * Definitions with a clock but no window (NIT-2026-VII, AMR-PATHOGEN) are decided at
+      the clock start: ``deadline`` = start, no ``at_risk_at``; a start in the future
+      (a scheduled surgery) leaves the case pending until then, with decide_at = start.
+    * Discharge-decided cases stay pending while the episode is open even when their
+      numerator is already certain, because their period date (the discharge) is not
+      known yet.
+    * A time point that has not happened (no discharge yet, no antibiotic yet) lies in the
+      future: "before/not_after it" holds, "after/not_before it" does not. A fact without a
+      time never satisfies a time relation. ``before``/``after`` are strict,
+      ``not_after``/``not_before`` inclusive.
+
+Periods
+    * ``period_date`` is the local date (``tz``, default Asia/Shanghai) of the clock start
+      (``period: start``) or of the discharge (``period: discharge``).
+    * A case whose anchor date is not known yet (discharge-anchored, episode still open)
+      is pending — whatever it would otherwise be — and is filed under the local date of
+      the episode's arrival so that pending counts have a home; once the episode is
+      discharged it moves to its real period date. Without an arrival either, the episode
+      yields no case.
+
+Indicator-specific
+    * PIT-2026-23 (STEMI) and NIT-2026-I-DNT (``pending_while``): diagnosis present, no
+      PCI / thrombolytic yet, episode open → pending with deadline and at_risk_at (so
+      alerts fire) but decide_at None, even past the deadline: a late procedure still
+      makes it a (denominator) case, and closure without one removes the case entirely.
+    * NIT-2026-III-A / PIT-2026-40: age from the *local* date of arrival. Unknown birth date → included
+      (``unknown_age: include``): inpatients are overwhelmingly adults, and excluding
+      would hide unassessed patients whenever the Patient resource is late or incomplete,
+      flattering the rate; the definition can say ``exclude``. "Discharged within 24 h
+      without an assessment" means discharge − admission ≤ 24 h and no assessment at all
+      (a late-documented one counts as an assessment); it wins over the deadline, so an
+      episode discharged at 20 h unassessed is excluded although its deadline has not
+      passed.
+    * NIT-2026-IV bundles: every element is taken at its first occurrence at or after
+      T0 − 6 h; the clock stops when the last required element happened (never earlier
+      than T0), so the bundle is met when all elements fall in [T0 − 6 h, T0 + window].
+      "Culture before the first antibiotic" compares with the first antibiotic of the
+      bundle (at or after T0 − 6 h), inclusive of equal timestamps (charting is often at
+      minute resolution). The repeat lactate is required only when the first lactate's
+      value is > 2 (values read as mmol/L, the unit of both LOINC codes; no value → not
+      required). ``details["missing"]`` lists the elements not yet documented.
+    * PIT-2026-31: the clock starts at Observation.issued, falling back to the effective
+      time when issued is absent (``details["start"] = "effective"``): the effective time
+      is never later, so the fallback can only make the target harder, never hide a late
+      notification. Communication.about may be relative, absolute or versioned.
+    * NIT-2026-VI (ratio): both case sets are Cases of the same indicator and the status
+      tells them apart — the numerator set has status ``numerator`` (one per AdverseEvent,
+      key ``AdverseEvent/<id>``, filed on the local date of the event, else of the
+      arrival), the denominator set ``denominator`` (one per discharged IMP episode, key
+      the encounter id; ``pending`` while open). ``details["set"]`` repeats it. The rate is
+      numerator count / denominator count, scaled by the unit. Population filters apply
+      to the denominator set only: every reported event counts.
+    * NIT-2026-VII: MDT strictly before the surgery start. AMR-PATHOGEN: specimen at or
+      before the first therapeutic antibacterial.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+from shared.clinical import Case, CaseStatus, Coding, Episode, Fact, FactKind
+
+from .definitions import (
+    CriterionPlan,
+    DefinitionError,
+    FilterPlan,
+    Indicator,
+    IndicatorDefinition,
+    SelectorPlan,
+    TimePointPlan,
+    TimeRef,
+    compile_definition,
+    load_definitions,
+)
+from .valuesets import CodeMap
+
+__all__ = [
+    "DEFAULT_TZ",
+    "Catalogue",
+    "CustomEvaluator",
+    "CustomInput",
+    "FactIndex",
+    "custom_indicator",
+    "evaluate",
+]
+
+DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
+
+_VOID_EPISODE = frozenset({"cancelled", "entered-in-error"})
+_NOT_DONE_KINDS = frozenset({FactKind.PROCEDURE, FactKind.MEDICATION_ADMINISTRATION})
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _counts(fact: Fact) -> bool:
+    if fact.status == "entered-in-error":
+        return False
+    return not (fact.status == "not-done" and fact.kind in _NOT_DONE_KINDS)
+
+
+def _fact_order(fact: Fact) -> tuple[bool, datetime, str, str]:
+    return (fact.time is None, fact.time or _EARLIEST, fact.resource_type, fact.resource_id)
+
+
+class FactIndex:
+    """One episode's usable facts, grouped by kind in time order, built once per episode.
+
+    Selector matches that depend only on the facts (codes, categories, statuses) are
+    memoised per compiled selector, so the 14 indicators share the work. To find them,
+    a value set is tested once per *distinct* coding of a kind (an inverted index built
+    lazily), not once per fact: a long stay has hundreds of results but few test codes.
+    """
+
+    __slots__ = ("_by_kind", "_inverted", "_static", "code_map")
+
+    def __init__(self, facts: Iterable[Fact], code_map: CodeMap | None = None) -> None:
+        unique: dict[tuple[str, str], Fact] = {}
+        for f in facts:
+            if not _counts(f):
+                continue
+            key = (f.resource_type, f.resource_id)
+            kept = unique.get(key)
+            # Two versions of one resource should not reach us; if they do, the choice
+            # must not depend on list order.
+            if kept is None or (kept != f and repr(f) > repr(kept)):
+                unique[key] = f
+        grouped: dict[FactKind, list[Fact]] = {}
+        for f in sorted(unique.values(), key=_fact_order):
+            grouped.setdefault(f.kind, []).append(f)
+        self._by_kind = {k: tuple(v) for k, v in grouped.items()}
+        self._static: dict[SelectorPlan, tuple[Fact, ...]] = {}
+        self._inverted: dict[tuple[FactKind, str], dict[Coding, list[int]]] = {}
+        self.code_map = code_map
+
+    def of(self, kind: FactKind) -> tuple[Fact, ...]:
+        """Facts of one kind, earliest first, untimed last."""
+        return self._by_kind.get(kind, ())
+
+    def matching(self, sel: SelectorPlan) -> tuple[Fact, ...]:
+        """Facts matching the selector's case-independent filters, earliest first."""
+        hit = self._static.get(sel)
+        if hit is None:
+            hit = ()
+            fp, cm = sel.filter, self.code_map
+            for kind in sel.kinds:
+                candidates, indexed = self._candidates(kind, fp)
+                hit = tuple(f for f in candidates if _static_ok(fp, f, cm, indexed))
+                if hit or not sel.fallback:
+                    break
+            self._static[sel] = hit
+        return hit
+
+    def _candidates(self, kind: FactKind, fp: FilterPlan) -> tuple[tuple[Fact, ...], str | None]:
+        """Facts that pass the first coded filter, and the name of that filter's field."""
+        facts = self.of(kind)
+        for field, vs in fp.coded:
+            inverted = self._inverted.get((kind, field))
+            if inverted is None:
+                inverted = {}
+                for pos, f in enumerate(facts):
+                    for coding in getattr(f, field):
+                        inverted.setdefault(coding, []).append(pos)
+                self._inverted[(kind, field)] = inverted
+            positions: set[int] = set()
+            for coding, where in inverted.items():
+                if vs.matches(coding, self.code_map):
+                    positions.update(where)
+            return tuple(facts[p] for p in sorted(positions)), field
+        return facts, None
+
+
+def _static_ok(fp: FilterPlan, f: Fact, cm: CodeMap | None, indexed: str | None = None) -> bool:
+    """The case-independent filters; ``indexed`` names a field already checked."""
+    if fp.statuses is not None and f.status not in fp.statuses:
+        return False
+    if fp.actualities is not None and f.actuality not in fp.actualities:
+        return False
+    for field, vs in fp.coded:
+        if field != indexed and not vs.matches_any(getattr(f, field), cm):
+            return False
+    return not any(_static_ok(u, f, cm) for u in fp.unless)
+
+
+def _reference_key(ref: str) -> str:
+    """``Type/id`` of a relative, absolute or versioned reference."""
+    parts = ref.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:])
+
+
+def _resource_key(f: Fact) -> str:
+    return f"{f.resource_type}/{f.resource_id}"
+
+
+def _local_date(moment: datetime, tz: ZoneInfo) -> date:
+    return moment.astimezone(tz).date()
+
+
+class _Ctx:
+    """Time points and selector answers for one case (one trigger resource, or none)."""
+
+    __slots__ = ("_elements", "_times", "ep", "idx", "ind", "trigger")
+
+    def __init__(self, ind: Indicator, ep: Episode, idx: FactIndex, trigger: Fact | None) -> None:
+        self.ind = ind
+        self.ep = ep
+        self.idx = idx
+        self.trigger = trigger
+        self._times: dict[str, datetime | None] = {}
+        self._elements: dict[str, datetime | None] = {}
+
+    # time points ---------------------------------------------------------------
+    def time(self, ref: TimeRef) -> datetime | None:
+        base = self._named(ref.name)
+        return None if base is None else base + ref.offset
+
+    def _named(self, name: str) -> datetime | None:
+        if name == "arrival":
+            return self.ep.arrival
+        if name == "discharge":
+            return self.ep.discharge
+        if name in self._elements:
+            return self._elements[name]
+        if name in self._times:
+            return self._times[name]
+        if name in ("resource.time", "resource.issued"):
+            t = self.trigger
+            if t is None:
+                return None
+            if name == "resource.issued" and t.issued is not None:
+                return t.issued
+            return t.time
+        if name == "start":
+            assert self.ind.clock is not None  # guaranteed by the compiler's scope check
+            point = self.ind.clock.start
+        else:
+            point = self.ind.times[name]
+        self._times[name] = value = self.point(point)
+        return value
+
+    def point(self, p: TimePointPlan) -> datetime | None:
+        if p.ref is not None:
+            return self.time(p.ref)
+        assert p.first is not None
+        f = self.first(p.first)
+        return None if f is None else f.time
+
+    def start(self) -> datetime | None:
+        return self._named("start")
+
+    # selectors -----------------------------------------------------------------
+    def _dynamic_ok(self, fp: FilterPlan, f: Fact) -> bool:
+        if fp.about_resource:
+            t = self.trigger
+            if t is None:
+                return False
+            target = _resource_key(t)
+            if not any(_reference_key(a) == target for a in f.about):
+                return False
+        for op, ref in fp.relations:
+            if f.time is None:
+                return False
+            bound = self.time(ref)
+            if bound is None:  # has not happened: lies in the future
+                if op in ("after", "not_before"):
+                    return False
+                continue
+            if op == "after":
+                ok = f.time > bound
+            elif op == "not_before":
+                ok = f.time >= bound
+            elif op == "before":
+                ok = f.time < bound
+            else:
+                ok = f.time <= bound
+            if not ok:
+                return False
+        return True
+
+    def select(self, sel: SelectorPlan) -> Iterator[Fact]:
+        fp = sel.filter
+        facts = self.idx.matching(sel)
+        if not fp.about_resource and not fp.relations:
+            return iter(facts)
+        return (f for f in facts if self._dynamic_ok(fp, f))
+
+    def first(self, sel: SelectorPlan) -> Fact | None:
+        for f in self.select(sel):
+            if f.time is not None:
+                return f
+            break  # time order puts untimed facts last: nothing timed follows
+        return None
+
+    def exists(self, sel: SelectorPlan) -> bool:
+        return next(self.select(sel), None) is not None
+
+    def holds(self, c: CriterionPlan) -> bool:
+        ep = self.ep
+        if c.episode_open is not None and ep.is_open != c.episode_open:
+            return False
+        if c.discharged_within is not None and (
+            ep.discharge is None
+            or ep.arrival is None
+            or ep.discharge - ep.arrival > c.discharged_within
+        ):
+            return False
+        if c.selector is not None and not self.exists(c.selector):
+            return False
+        if c.without is not None and self.exists(c.without):
+            return False
+        return not c.any_of or any(self.holds(a) for a in c.any_of)
+
+    def all_hold(self, cs: Sequence[CriterionPlan]) -> bool:
+        return all(self.holds(c) for c in cs)
+
+    # bundles ---------------------------------------------------------------------
+    def bundle_stop(self, start: datetime) -> tuple[datetime | None, list[str]]:
+        """When the last required element happened (not before ``start``), and what is missing."""
+        assert self.ind.clock is not None
+        found: dict[str, Fact | None] = {}
+        latest = start
+        missing: list[str] = []
+        for el in self.ind.clock.bundle:
+            if el.when_element is not None:
+                cond = found.get(el.when_element)
+                bound = el.when_value_above
+                if cond is None or cond.value is None or bound is None or not cond.value > bound:
+                    found[el.name] = None
+                    self._elements[el.name] = None
+                    continue
+            f = self.first(el.selector)
+            found[el.name] = f
+            self._elements[el.name] = f.time if f is not None else None
+            if f is None or f.time is None:
+                missing.append(el.name)
+            elif f.time > latest:
+                latest = f.time
+        return (None if missing else latest), missing
+
+
+def _in_population(ind: Indicator, ep: Episode, tz: ZoneInfo) -> bool:
+    if (
+        ind.encounter_classes is not None
+        and (ep.class_code or "").upper() not in ind.encounter_classes
+    ):
+        return False
+    if ind.min_age is not None:
+        age = ep.age_at_arrival(tz)
+        if age is None:
+            return ind.include_unknown_age
+        return age >= ind.min_age
+    return True
+
+
+def _case_for(
+    ind: Indicator, ep: Episode, idx: FactIndex, now: datetime, tz: ZoneInfo, trigger: Fact | None
+) -> Case | None:
+    ctx = _Ctx(ind, ep, idx, trigger)
+    waiting = False
+    if not ctx.all_hold(ind.requires):
+        if not ind.pending_while or not ctx.all_hold(ind.pending_while):
+            return None
+        waiting = True
+
+    clock = ind.clock
+    start = stop = deadline = at_risk_at = decide_at = None
+    details: dict[str, str] = {}
+    if clock is not None:
+        start = ctx.start()
+        if start is None:
+            return None
+        deadline = start + clock.window if clock.window is not None else start
+        if clock.at_risk_after is not None:
+            at_risk_at = start + clock.at_risk_after
+        if trigger is not None and trigger.issued is None and _uses_issued(clock.start):
+            details["start"] = "effective"
+
+    status: CaseStatus
+    if any(ctx.holds(c) for c in ind.exclusions):
+        status = CaseStatus.EXCLUDED
+    elif waiting:
+        status = CaseStatus.PENDING
+    elif ind.is_ratio:
+        status = CaseStatus.PENDING if ep.is_open else CaseStatus.DENOMINATOR
+    elif clock is not None and clock.has_stop:
+        assert start is not None
+        assert deadline is not None
+        assert clock.window is not None
+        if clock.bundle:
+            stop, missing = ctx.bundle_stop(start)
+            if missing:
+                details["missing"] = ",".join(missing)
+        else:
+            assert clock.stop is not None
+            stop = ctx.point(clock.stop)
+        if stop is not None:
+            status = (
+                CaseStatus.NUMERATOR if stop - start <= clock.window else CaseStatus.DENOMINATOR
+            )
+        elif ind.decided_by == "deadline":
+            if now < deadline:
+                status, decide_at = CaseStatus.PENDING, deadline
+            else:
+                status = CaseStatus.DENOMINATOR
+        else:
+            status = CaseStatus.PENDING if ep.is_open else CaseStatus.DENOMINATOR
+    elif ind.decided_by == "discharge":
+        if ep.is_open:
+            status = CaseStatus.PENDING
+        else:
+            status = CaseStatus.NUMERATOR if ctx.all_hold(ind.numerator) else CaseStatus.DENOMINATOR
+    else:
+        assert deadline is not None
+        if ctx.all_hold(ind.numerator):
+            status = CaseStatus.NUMERATOR
+        elif now < deadline:
+            status, decide_at = CaseStatus.PENDING, deadline
+        else:
+            status = CaseStatus.DENOMINATOR
+
+    anchor = start if ind.spec.period == "start" else ep.discharge
+    if anchor is None:
+        if ep.arrival is None:
+            return None
+        anchor, status, decide_at = ep.arrival, CaseStatus.PENDING, None
+    if ind.is_ratio:
+        details["set"] = "denominator"
+    return Case(
+        indicator=ind.code,
+        key=_resource_key(trigger) if trigger is not None else ep.encounter_id,
+        encounter_id=ep.encounter_id,
+        department=ep.department,
+        status=status,
+        period_date=_local_date(anchor, tz),
+        clock_start=start,
+        clock_stop=stop,
+        deadline=deadline,
+        at_risk_at=at_risk_at,
+        decide_at=decide_at,
+        details=details,
+    )
+
+
+def _uses_issued(p: TimePointPlan) -> bool:
+    return p.ref is not None and p.ref.name == "resource.issued"
+
+
+def _numerator_events(ind: Indicator, ep: Episode, idx: FactIndex, tz: ZoneInfo) -> list[Case]:
+    ctx = _Ctx(ind, ep, idx, None)
+    cases: dict[str, Case] = {}
+    for sel in ind.numerator_events:
+        for f in ctx.select(sel):
+            key = _resource_key(f)
+            anchor = f.time or ep.arrival
+            if key in cases or anchor is None:
+                continue
+            cases[key] = Case(
+                indicator=ind.code,
+                key=key,
+                encounter_id=ep.encounter_id,
+                department=ep.department,
+                status=CaseStatus.NUMERATOR,
+                period_date=_local_date(anchor, tz),
+                clock_start=f.time,
+                details={"set": "numerator"},
+            )
+    return list(cases.values())
+
+
+def _evaluate(
+    ind: Indicator, ep: Episode, idx: FactIndex, now: datetime, tz: ZoneInfo
+) -> list[Case]:
+    if ep.status in _VOID_EPISODE:
+        return []
+    if ind.spec.custom is not None:
+        custom = resolve_custom(ind.spec.custom)
+        return sorted(custom(CustomInput(ind, ep, idx, now, tz)), key=lambda c: c.key)
+    cases: list[Case] = []
+    if _in_population(ind, ep, tz):
+        if ind.per_resource:
+            ctx = _Ctx(ind, ep, idx, None)
+            seen: set[str] = set()
+            for sel in ind.each:
+                for f in ctx.select(sel):
+                    key = _resource_key(f)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    case = _case_for(ind, ep, idx, now, tz, f)
+                    if case is not None:
+                        cases.append(case)
+        else:
+            case = _case_for(ind, ep, idx, now, tz, None)
+            if case is not None:
+                cases.append(case)
+    if ind.is_ratio:
+        cases.extend(_numerator_events(ind, ep, idx, tz))
+    cases.sort(key=lambda c: c.key)
+    return cases
+
+
+def _check_now(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+
+
+def evaluate(
+    defn: Indicator | IndicatorDefinition,
+    episode: Episode,
+    facts: Sequence[Fact],
+    now: datetime,
+    tz: ZoneInfo = DEFAULT_TZ,
+    code_map: CodeMap | None = None,
+) -> list[Case]:
+    """Cases of one indicator for one episode as of ``now``, sorted by key.
+
+    Pass a compiled :class:`Indicator` on hot paths; an :class:`IndicatorDefinition` is
+    compiled on every call.
+    """
+    _check_now(now)
+    ind = defn if isinstance(defn, Indicator) else compile_definition(defn)
+    return _evaluate(ind, episode, FactIndex(facts, code_map), now, tz)
+
+
+# --------------------------------------------------------------------------- escape hatch
+
+
+@dataclass(frozen=True, slots=True)
+class CustomInput:
+    """What a custom evaluator receives; it returns the episode's cases for ``indicator``."""
+
+    indicator: Indicator
+    episode: Episode
+    facts: FactIndex
+    now: datetime
+    tz: ZoneInfo
+
+
+CustomEvaluator = Callable[[CustomInput], Sequence[Case]]
+_F = TypeVar("_F", bound=CustomEvaluator)
+_CUSTOM: dict[str, CustomEvaluator] = {}
+
+
+def custom_indicator(func: _F) -> _F:
+    """Register ``func`` so a definition may say ``custom: <module>:<function>``.
+
+    Only registered functions can be named: a definition file cannot reach arbitrary code.
+    """
+    _CUSTOM[f"{func.__module__}:{func.__qualname__}"] = func
+    return func
+
+
+def resolve_custom(ref: str) -> CustomEvaluator:
+    found = _CUSTOM.get(ref)
+    if found is None:
+        module = ref.partition(":")[0]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise LookupError(f"cannot import {module!r}: {exc}") from None
+        found = _CUSTOM.get(ref)
+        if found is None:
+            raise LookupError(f"{ref!r} is not registered with @custom_indicator")
+    return found
+
+
+# --------------------------------------------------------------------------- catalogue
+
+
+class Catalogue:
+    """The compiled indicators of one deployment, evaluated together per episode."""
+
+    __slots__ = ("_by_code", "_indicators")
+
+    def __init__(self, indicators: Iterable[Indicator]) -> None:
+        by_code: dict[str, Indicator] = {}
+        for ind in indicators:
+            if ind.code in by_code:
+                raise ValueError(f"indicator {ind.code} defined twice")
+            if ind.spec.custom is not None:
+                try:
+                    resolve_custom(ind.spec.custom)
+                except LookupError as exc:
+                    raise DefinitionError(ind.source_file, [("custom", str(exc))]) from None
+            by_code[ind.code] = ind
+        self._indicators = tuple(by_code[c] for c in sorted(by_code))
+        self._by_code = by_code
+
+    @classmethod
+    def load(cls, override_dir: Path | None = None) -> Catalogue:
+        """The shipped catalogue with a deployment's definition directory on top."""
+        return cls(load_definitions(override_dir))
+
+    @property
+    def indicators(self) -> tuple[Indicator, ...]:
+        """Compiled indicators, by code."""
+        return self._indicators
+
+    def indicator(self, code: str) -> Indicator:
+        """The compiled indicator; KeyError when unknown."""
+        return self._by_code[code]
+
+    def get(self, code: str) -> IndicatorDefinition | None:
+        """The definition as written (for the read API), or None when unknown."""
+        found = self._by_code.get(code)
+        return None if found is None else found.spec
+
+    def definitions(self) -> list[IndicatorDefinition]:
+        """All definitions as written, by code."""
+        return [ind.spec for ind in self._indicators]
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._by_code
+
+    def __iter__(self) -> Iterator[Indicator]:
+        return iter(self._indicators)
+
+    def __len__(self) -> int:
+        return len(self._indicators)
+
+    def evaluate_all(
+        self,
+        episode: Episode,
+        facts: Sequence[Fact],
+        now: datetime,
+        tz: ZoneInfo = DEFAULT_TZ,
+        code_map: CodeMap | None = None,
+    ) -> list[Case]:
+        """Cases of every indicator for one episode, sorted by (indicator, key)."""
+        _check_now(now)
+        idx = FactIndex(facts, code_map)
+        out: list[Case] = []
+        for ind in self._indicators:
+            out.extend(_evaluate(ind, episode, idx, now, tz))
+        return out

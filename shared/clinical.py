@@ -88,7 +88,7 @@ class Fact:
     #: Observation ``valueQuantity`` value and unit.
     value: float | None = None
     unit: str | None = None
-    #: Communication ``about``, ``basedOn``; references as ``Type/id``.
+    #: Communication ``about``; references as ``Type/id``.
     about: tuple[str, ...] = ()
     #: AdverseEvent ``actuality``.
     actuality: str | None = None

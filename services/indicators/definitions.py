@@ -56,6 +56,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import tomllib
+
 import yaml
 from pydantic import (
     BaseModel,
@@ -869,8 +871,12 @@ def parse_definition(data: object, file: str = "<memory>") -> Indicator:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """Read one definition file: YAML (``.yaml``/``.yml``) or TOML (``.toml``)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError(path.name, [("", f"not valid TOML: {exc}")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
@@ -895,7 +901,7 @@ def _merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
 
 def _yaml_files(directory: Path) -> Iterator[Path]:
     yield from sorted(
-        p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+        p for p in directory.iterdir() if p.suffix in (".yaml", ".yml", ".toml") and p.is_file()
     )
 
 

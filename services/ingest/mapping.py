@@ -2,8 +2,9 @@
 
 The rules follow docs/INDICATORS.md ("Fact times"): each mapped resource yields at
 most one :class:`~shared.clinical.Fact`, timed by its clinical event (not by when it
-was sent). ``entered-in-error`` resources, and Procedures/MedicationAdministrations
-that were ``not-done``, yield none: they retract whatever their earlier versions said.
+was sent). ``entered-in-error`` resources, and resources whose status says the thing
+did not happen (``not-done``, ``cancelled``, ``revoked``, ``draft``: see
+``DID_NOT_HAPPEN``), yield none: they retract whatever their earlier versions said.
 """
 
 from __future__ import annotations
@@ -24,7 +25,19 @@ from shared.clinical import (
 JSON = dict[str, Any]
 
 RETRACTED_STATUSES = frozenset({"entered-in-error"})
-NOT_DONE_TYPES = frozenset({"Procedure", "MedicationAdministration"})
+#: Statuses that say the thing did not happen (or never will): such a resource
+#: contributes no fact. A cancelled order does not start an antibiotic clock; a
+#: cancelled culture is no specimen. Preliminary results do count: they are acted on.
+DID_NOT_HAPPEN: dict[str, frozenset[str]] = {
+    "Procedure": frozenset({"not-done"}),
+    "MedicationAdministration": frozenset({"not-done"}),
+    "MedicationRequest": frozenset({"cancelled", "draft"}),
+    "Observation": frozenset({"cancelled"}),
+    "DiagnosticReport": frozenset({"cancelled"}),
+    "Communication": frozenset({"not-done"}),
+    "ServiceRequest": frozenset({"revoked", "draft"}),
+    "RiskAssessment": frozenset({"cancelled"}),
+}
 MAPPED_TYPES = frozenset({"Patient", "Encounter", *FACT_KIND_BY_TYPE})
 
 
@@ -153,7 +166,7 @@ def map_fact(resource: JSON, tz: ZoneInfo) -> MappedFact | None:
     if kind is None:
         return None
     status = resource.get("status")
-    if status in RETRACTED_STATUSES or (rtype in NOT_DONE_TYPES and status == "not-done"):
+    if status in RETRACTED_STATUSES or status in DID_NOT_HAPPEN.get(str(rtype), ()):
         return None
     if kind is FactKind.CONDITION:
         verification = {c.code for c in codings(resource.get("verificationStatus"))}
@@ -225,7 +238,9 @@ def map_fact(resource: JSON, tz: ZoneInfo) -> MappedFact | None:
             if t is None:
                 t, _ = _start(resource, "occurrence", tz)
             interpretation = tuple(
-                c for p in resource.get("prediction") or () for c in codings(p.get("qualitativeRisk"))
+                c
+                for p in resource.get("prediction") or ()
+                for c in codings(p.get("qualitativeRisk"))
             )
 
     categories = codings(resource.get("category"))

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 from qcpulse.progress import Advance, progress_bar
-
 from shared.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
@@ -51,7 +50,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     runtime = Runtime.from_settings(_settings())
     prepare(runtime)
     with runtime.write() as session:
-        ensure_tenant(session, args.tenant, timezone=args.timezone or runtime.settings.default_timezone)
+        timezone = args.timezone or runtime.settings.default_timezone
+        ensure_tenant(session, args.tenant, timezone=timezone)
         departments = args.departments.split(",") if args.departments else None
         row, secret = create_key(
             session, args.tenant, Role(args.role), name=args.name, departments=departments
@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--speed", type=float, default=60.0,
-                      help="simulated minutes per real second × 60 (default 60: one minute a second)")
+                      help="simulated minutes per real second × 60 "
+                      "(default 60: one minute a second)")
     demo.add_argument("--hospital-size", choices=["small", "medium", "large"], default="medium")
     demo.add_argument("--seed", type=int, default=2026)
     demo.add_argument("--backfill-hours", type=float, default=6.0,
@@ -215,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(func=cmd_verify)
 
-    recompute = sub.add_parser("recompute", help="rebuild cases and counters from the stored resources")
+    recompute = sub.add_parser(
+        "recompute", help="rebuild cases and counters from the stored resources"
+    )
     recompute.add_argument("--tenant", help="only this tenant (default: all)")
     recompute.set_defaults(func=cmd_recompute)
 

@@ -89,7 +89,9 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("Authorization must be 'Bearer <key>'")
     row = session.scalar(
-        sa.select(ApiKey).where(ApiKey.key_hash == hash_key(token.strip()), ApiKey.revoked_at.is_(None))
+        sa.select(ApiKey).where(
+            ApiKey.key_hash == hash_key(token.strip()), ApiKey.revoked_at.is_(None)
+        )
     )
     if row is None:
         raise UnauthorizedError("invalid or revoked API key")
@@ -101,7 +103,9 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     )
 
 
-def ensure_tenant(session: Session, tenant_id: str, *, name: str | None = None, timezone: str) -> Tenant:
+def ensure_tenant(
+    session: Session, tenant_id: str, *, name: str | None = None, timezone: str
+) -> Tenant:
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
         tenant = Tenant(id=tenant_id, name=name or tenant_id, timezone=timezone)

@@ -73,6 +73,12 @@ def emit(session: Session, tenant_id: str, topic: Topic, key: str, payload: dict
     session.info.setdefault(_PENDING_TOPICS, set()).add(topic.value)
 
 
+def wake_after_commit(session: Session, topic: str) -> None:
+    """Wake waiters on ``topic`` when this session commits, without an outbox row: for
+    loops that poll a table of their own (webhook deliveries)."""
+    session.info.setdefault(_PENDING_TOPICS, set()).add(topic)
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     topics: set[str] | None = session.info.pop(_PENDING_TOPICS, None)
@@ -182,11 +188,18 @@ class WorkerThread(threading.Thread):
                 self.stop_event.wait(self.interval)
 
 
-def outbox_threads(runtime_stop: threading.Event, notifier: Notifier,
-                   consumers: Sequence[OutboxConsumer]) -> list[WorkerThread]:
+def outbox_threads(
+    runtime_stop: threading.Event, notifier: Notifier, consumers: Sequence[OutboxConsumer]
+) -> list[WorkerThread]:
     """The embedded transport: one thread per consumer, woken after each commit."""
     return [
-        WorkerThread(f"consume-{c.topic.value}", c.run_once, stop=runtime_stop,
-                     notifier=notifier, topic=c.topic.value, interval=1.0)
+        WorkerThread(
+            f"consume-{c.topic.value}",
+            c.run_once,
+            stop=runtime_stop,
+            notifier=notifier,
+            topic=c.topic.value,
+            interval=1.0,
+        )
         for c in consumers
     ]

@@ -10,9 +10,21 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 IssueCode = Literal[
-    "invalid", "structure", "required", "value", "invariant", "security", "login",
-    "forbidden", "processing", "not-supported", "duplicate", "not-found", "too-costly",
-    "exception", "conflict",
+    "invalid",
+    "structure",
+    "required",
+    "value",
+    "invariant",
+    "security",
+    "login",
+    "forbidden",
+    "processing",
+    "not-supported",
+    "duplicate",
+    "not-found",
+    "too-costly",
+    "exception",
+    "conflict",
 ]
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.auth import Principal, authenticate
-from shared.errors import AppError, Issue, UnprocessableError
+from shared.errors import AppError, Issue, IssueCode, UnprocessableError
 from shared.runtime import Runtime
 
 FHIR_JSON = "application/fhir+json"
@@ -55,7 +57,9 @@ def is_fhir_path(request: Request) -> bool:
 def render_error(request: Request, error: AppError) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
     if is_fhir_path(request):
-        return FHIRResponse(error.operation_outcome(), status_code=error.status_code, headers=headers)
+        return FHIRResponse(
+            error.operation_outcome(), status_code=error.status_code, headers=headers
+        )
     response = JSONResponse(error.problem(), status_code=error.status_code, headers=headers)
     response.headers["content-type"] = PROBLEM_JSON
     return response
@@ -74,3 +78,23 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     ]
     detail = "; ".join(f"{i.expression[0]}: {i.diagnostics}" for i in issues) or "invalid request"
     return render_error(request, UnprocessableError(detail, issues=issues))
+
+
+_HTTP_ISSUE_CODES: dict[int, IssueCode] = {404: "not-found", 405: "not-supported"}
+
+
+async def http_exception_handler(request: Request, exc: Exception) -> Response:
+    """Routing errors (unknown path, wrong method) in the same two renderings."""
+    assert isinstance(exc, StarletteHTTPException)
+    error = AppError(str(exc.detail))
+    error.status_code = exc.status_code
+    try:
+        error.title = HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        error.title = "Error"
+    code = _HTTP_ISSUE_CODES.get(exc.status_code, "processing")
+    error.issues = [Issue(code, f"{request.method} {request.url.path}: {exc.detail}")]
+    response = render_error(request, error)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
+    return response

@@ -26,11 +26,20 @@ def create(body: KeyCreate, request: Request, principal: Admin) -> JSONResponse:
     runtime = get_runtime(request)
     with runtime.write() as session:
         row, secret = create_key(
-            session, principal.tenant_id, Role(body.role), name=body.name,
+            session,
+            principal.tenant_id,
+            Role(body.role),
+            name=body.name,
             departments=body.departments,
         )
     return JSONResponse(
-        {"id": row.id, "key": secret, "role": row.role, "tenant": row.tenant_id,
-         "name": row.name, "departments": row.departments},
+        {
+            "id": row.id,
+            "key": secret,
+            "role": row.role,
+            "tenant": row.tenant_id,
+            "name": row.name,
+            "departments": row.departments,
+        },
         status_code=201,
     )

@@ -8,18 +8,22 @@ HTTP_REQUESTS = Counter(
     "qcpulse_http_requests_total", "HTTP requests", ["method", "route", "status"]
 )
 HTTP_LATENCY = Histogram(
-    "qcpulse_http_request_seconds", "HTTP request latency", ["method", "route"],
+    "qcpulse_http_request_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RESOURCES_INGESTED = Counter(
-    "qcpulse_resources_ingested_total", "Resources written, by type and outcome",
+    "qcpulse_resources_ingested_total",
+    "Resources written, by type and outcome",
     ["type", "outcome"],
 )
 EVENTS_PROCESSED = Counter(
     "qcpulse_events_processed_total", "Outbox events handled, by topic", ["topic"]
 )
 EVALUATION_SECONDS = Histogram(
-    "qcpulse_evaluation_seconds", "Time to re-evaluate a batch of episodes",
+    "qcpulse_evaluation_seconds",
+    "Time to re-evaluate a batch of episodes",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 ALERTS_RAISED = Counter("qcpulse_alerts_total", "Alerts raised, by type", ["type"])

@@ -49,7 +49,9 @@ class OutboxEvent(Base):
         sa.Index("ix_outbox_unpublished", "published_at", "id"),
     )
 
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     tenant_id: Mapped[str] = mapped_column(sa.String(64))
     topic: Mapped[str] = mapped_column(sa.String(64))
     key: Mapped[str] = mapped_column(sa.String(200))

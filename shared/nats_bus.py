@@ -70,7 +70,9 @@ class NatsBridge(threading.Thread):
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        nc = await nats.connect(self.runtime.settings.nats_url, name="qcpulse", max_reconnect_attempts=-1)
+        nc = await nats.connect(
+            self.runtime.settings.nats_url, name="qcpulse", max_reconnect_attempts=-1
+        )
         try:
             js = nc.jetstream()
             for topic in Topic:
@@ -123,7 +125,9 @@ class NatsBridge(threading.Thread):
     def _mark_published(self, ids: Sequence[int]) -> None:
         with transaction(self.runtime.write_factory) as session:
             session.execute(
-                sa.update(OutboxEvent).where(OutboxEvent.id.in_(list(ids))).values(published_at=utcnow())
+                sa.update(OutboxEvent)
+                .where(OutboxEvent.id.in_(list(ids)))
+                .values(published_at=utcnow())
             )
 
     async def _relay(self, js: nats.js.JetStreamContext) -> None:
@@ -131,7 +135,10 @@ class NatsBridge(threading.Thread):
             rows = await asyncio.to_thread(self._claim_unpublished)
             if not rows:
                 await asyncio.to_thread(
-                    self.runtime.notifier.wait, ANY_TOPIC, self.runtime.notifier.version(ANY_TOPIC), 0.2
+                    self.runtime.notifier.wait,
+                    ANY_TOPIC,
+                    self.runtime.notifier.version(ANY_TOPIC),
+                    0.2,
                 )
                 continue
             for row_id, topic, tenant_id, key in rows:

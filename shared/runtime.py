@@ -54,8 +54,11 @@ class Runtime:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
-        return cls(settings=settings, engine=create_engine_for(settings.database_url),
-                   clock=clock or SystemClock())
+        return cls(
+            settings=settings,
+            engine=create_engine_for(settings.database_url),
+            clock=clock or SystemClock(),
+        )
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -1,7 +1,7 @@
 """foundation: tenants, keys, outbox, resource store, episodes, facts
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23
 """
 
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import shared.db
-
 
 revision = '0001'
 down_revision = None
@@ -31,7 +30,9 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('time', shared.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('data', shared.db.JSONDoc(), nullable=False),
-    sa.PrimaryKeyConstraint('tenant_id', 'resource_type', 'resource_id', name=op.f('pk_clinical_facts'))
+    sa.PrimaryKeyConstraint(
+        'tenant_id', 'resource_type', 'resource_id', name=op.f('pk_clinical_facts')
+    )
     )
     with op.batch_alter_table('clinical_facts', schema=None) as batch_op:
         batch_op.create_index('ix_facts_episode', ['tenant_id', 'encounter_id'], unique=False)
@@ -63,7 +64,9 @@ def upgrade() -> None:
     sa.Column('method', sa.String(length=8), nullable=False),
     sa.Column('deleted', sa.Boolean(), nullable=False),
     sa.Column('last_updated', shared.db.UTCDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('tenant_id', 'type', 'id', 'version', name=op.f('pk_fhir_resource_versions'))
+    sa.PrimaryKeyConstraint(
+        'tenant_id', 'type', 'id', 'version', name=op.f('pk_fhir_resource_versions')
+    )
     )
     op.create_table('fhir_resources',
     sa.Column('tenant_id', sa.String(length=64), nullable=False),
@@ -77,7 +80,10 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('tenant_id', 'type', 'id', name=op.f('pk_fhir_resources'))
     )
     op.create_table('outbox',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column(
+        'id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True,
+        nullable=False,
+    ),
     sa.Column('tenant_id', sa.String(length=64), nullable=False),
     sa.Column('topic', sa.String(length=64), nullable=False),
     sa.Column('key', sa.String(length=200), nullable=False),
@@ -107,7 +113,9 @@ def upgrade() -> None:
     sa.Column('departments', shared.db.JSONDoc(), nullable=True),
     sa.Column('created_at', shared.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('revoked_at', shared.db.UTCDateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_api_keys_tenant_id_tenants')),
+    sa.ForeignKeyConstraint(
+        ['tenant_id'], ['tenants.id'], name=op.f('fk_api_keys_tenant_id_tenants')
+    ),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash'))
     )

@@ -14,4 +14,8 @@ from services.ingest.router import api_router, router
 __all__ = [
     "api_router",
     "department_names",
-    "episode_ids", "load_episodes", "router", "tenants_with_data"]
+    "episode_ids",
+    "load_episodes",
+    "router",
+    "tenants_with_data",
+]

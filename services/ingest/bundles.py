@@ -48,8 +48,11 @@ def _parse_entry(index: int, raw: Any) -> tuple[Entry | None, list[Issue]]:
     url = request.get("url")
     if method not in METHODS:
         return None, [
-            Issue("not-supported", f"request.method '{method}' is not supported (PUT, POST, DELETE)",
-                  (f"{where}.request.method",))
+            Issue(
+                "not-supported",
+                f"request.method '{method}' is not supported (PUT, POST, DELETE)",
+                (f"{where}.request.method",),
+            )
         ]
     if not isinstance(url, str) or not url:
         return None, [Issue("required", "request.url is required", (f"{where}.request.url",))]
@@ -58,25 +61,37 @@ def _parse_entry(index: int, raw: Any) -> tuple[Entry | None, list[Issue]]:
     full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
     rtype = path[0]
     if not is_known_type(rtype):
-        return None, [Issue("not-supported", f"unknown resource type '{rtype}'", (f"{where}.request.url",))]
+        return None, [
+            Issue("not-supported", f"unknown resource type '{rtype}'", (f"{where}.request.url",))
+        ]
     if method == "DELETE":
         if len(path) != 2 or not valid_id(path[1]):
-            return None, [Issue("value", "DELETE needs request.url Type/id", (f"{where}.request.url",))]
+            return None, [
+                Issue("value", "DELETE needs request.url Type/id", (f"{where}.request.url",))
+            ]
         return Entry(index, method, rtype, path[1], None, full_url), []
     if not isinstance(resource, dict):
         return None, [Issue("required", f"{method} needs entry.resource", (f"{where}.resource",))]
     if resource.get("resourceType") != rtype:
         return None, [
-            Issue("value", f"resourceType '{resource.get('resourceType')}' does not match request.url '{url}'",
-                  (f"{where}.resource.resourceType",))
+            Issue(
+                "value",
+                f"resourceType '{resource.get('resourceType')}' does not match request.url '{url}'",
+                (f"{where}.resource.resourceType",),
+            )
         ]
     if method == "PUT":
         if len(path) != 2 or not valid_id(path[1]):
-            return None, [Issue("value", "PUT needs request.url Type/id", (f"{where}.request.url",))]
+            return None, [
+                Issue("value", "PUT needs request.url Type/id", (f"{where}.request.url",))
+            ]
         if "id" in resource and resource["id"] != path[1]:
             return None, [
-                Issue("value", f"resource id '{resource['id']}' does not match request.url id '{path[1]}'",
-                      (f"{where}.resource.id",))
+                Issue(
+                    "value",
+                    f"resource id '{resource['id']}' does not match request.url id '{path[1]}'",
+                    (f"{where}.resource.id",),
+                )
             ]
         rid = path[1]
     else:
@@ -112,28 +127,45 @@ def check_envelope(bundle: Any, max_entries: int) -> tuple[str, list[Any]]:
         found = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
         raise UnprocessableError(
             f"POST /fhir takes a Bundle, not '{found}'",
-            issues=[Issue("structure", f"POST /fhir takes a Bundle, not '{found}'", ("resourceType",))],
+            issues=[
+                Issue("structure", f"POST /fhir takes a Bundle, not '{found}'", ("resourceType",))
+            ],
         )
     btype = bundle.get("type")
     if btype not in ("transaction", "batch"):
         raise UnprocessableError(
             f"Bundle.type must be transaction or batch, not '{btype}'",
-            issues=[Issue("value", f"Bundle.type must be transaction or batch, not '{btype}'", ("Bundle.type",))],
+            issues=[
+                Issue(
+                    "value",
+                    f"Bundle.type must be transaction or batch, not '{btype}'",
+                    ("Bundle.type",),
+                )
+            ],
         )
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
-        raise UnprocessableError("Bundle.entry must be an array",
-                                 issues=[Issue("structure", "Bundle.entry must be an array", ("Bundle.entry",))])
+        raise UnprocessableError(
+            "Bundle.entry must be an array",
+            issues=[Issue("structure", "Bundle.entry must be an array", ("Bundle.entry",))],
+        )
     if len(entries) > max_entries:
         raise UnprocessableError(
             f"the Bundle has {len(entries)} entries; the limit is {max_entries}",
-            issues=[Issue("too-costly", f"the Bundle has {len(entries)} entries; the limit is {max_entries}",
-                          ("Bundle.entry",))],
+            issues=[
+                Issue(
+                    "too-costly",
+                    f"the Bundle has {len(entries)} entries; the limit is {max_entries}",
+                    ("Bundle.entry",),
+                )
+            ],
         )
     return str(btype), entries
 
 
-def _prepare(unit: IngestUnit, entries: list[Any]) -> tuple[list[Entry | None], dict[int, list[Issue]]]:
+def _prepare(
+    unit: IngestUnit, entries: list[Any]
+) -> tuple[list[Entry | None], dict[int, list[Issue]]]:
     """Parse entries, assign ids, rewrite urn:uuid references, validate structure.
 
     Validation is skipped for content identical to what is stored: it was valid when it
@@ -180,7 +212,8 @@ def process_bundle(unit: IngestUnit, bundle: Any, *, max_entries: int) -> JSON:
             issues = [i for index in sorted(problems) for i in problems[index]]
             n = len(problems)
             raise UnprocessableError(
-                f"transaction rejected: {n} invalid entr{'y' if n == 1 else 'ies'}; nothing was stored",
+                f"transaction rejected: {n} invalid entr{'y' if n == 1 else 'ies'}; "
+                "nothing was stored",
                 issues=issues,
             )
         response = []
@@ -191,7 +224,7 @@ def process_bundle(unit: IngestUnit, bundle: Any, *, max_entries: int) -> JSON:
             except NotFoundError as exc:
                 raise NotFoundError(
                     f"{entry.where}: {exc.detail}; nothing was stored",
-                    issues=[Issue("not-found", exc.detail, (entry.where,))],
+                    issues=[Issue("not-found", exc.detail, (f"{entry.where}.request.url",))],
                 ) from exc
         unit.finish()
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": response}

@@ -45,8 +45,11 @@ def load_episodes(
             out[row.encounter_id] = (_episode(row), out[row.encounter_id][1])
         facts = session.execute(
             sa.select(
-                FactRow.encounter_id, FactRow.resource_type, FactRow.resource_id,
-                FactRow.kind, FactRow.data,
+                FactRow.encounter_id,
+                FactRow.resource_type,
+                FactRow.resource_id,
+                FactRow.kind,
+                FactRow.data,
             ).where(FactRow.tenant_id == tenant_id, FactRow.encounter_id.in_(chunk))
         )
         for encounter_id, rtype, rid, kind, data in facts:

@@ -61,13 +61,18 @@ async def read_json(request: Request, runtime: Runtime) -> Any:
 
 
 def _unit(runtime: Runtime, session: Session, tenant_id: str) -> IngestUnit:
-    return IngestUnit(session, tenant_id, runtime.tenant_zone(session, tenant_id), runtime.clock.now())
+    return IngestUnit(
+        session, tenant_id, runtime.tenant_zone(session, tenant_id), runtime.clock.now()
+    )
 
 
 def _check_type(rtype: str) -> None:
+    # API.md: a wrong resourceType is a 400/422, not a missing resource.
     if not is_known_type(rtype):
-        raise NotFoundError(f"unknown resource type '{rtype}'",
-                            issues=[Issue("not-supported", f"unknown resource type '{rtype}'", (rtype,))])
+        raise InvalidInputError(
+            f"unknown resource type '{rtype}'",
+            issues=[Issue("not-supported", f"unknown resource type '{rtype}'", ("resourceType",))],
+        )
 
 
 def _write_response(result: WriteResult) -> Response:
@@ -106,12 +111,22 @@ async def put_resource(rtype: str, rid: str, request: Request, principal: Writer
         found = resource.get("resourceType") if isinstance(resource, dict) else None
         raise InvalidInputError(
             f"body resourceType '{found}' does not match URL type '{rtype}'",
-            issues=[Issue("value", f"resourceType '{found}' does not match '{rtype}'", ("resourceType",))],
+            issues=[
+                Issue(
+                    "value", f"resourceType '{found}' does not match '{rtype}'", ("resourceType",)
+                )
+            ],
         )
     if not valid_id(rid) or resource.get("id", rid) != rid:
         raise InvalidInputError(
             f"body id '{resource.get('id')}' does not match URL id '{rid}'",
-            issues=[Issue("value", f"id '{resource.get('id')}' does not match URL id '{rid}'", (f"{rtype}.id",))],
+            issues=[
+                Issue(
+                    "value",
+                    f"id '{resource.get('id')}' does not match URL id '{rid}'",
+                    (f"{rtype}.id",),
+                )
+            ],
         )
     resource = {**resource, "id": rid}
 
@@ -133,8 +148,10 @@ async def create_resource(rtype: str, request: Request, principal: Writer) -> Re
     _check_type(rtype)
     resource = await read_json(request, runtime)
     if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
-        raise InvalidInputError(f"body must be a {rtype} resource",
-                                issues=[Issue("value", f"body must be a {rtype}", ("resourceType",))])
+        raise InvalidInputError(
+            f"body must be a {rtype} resource",
+            issues=[Issue("value", f"body must be a {rtype}", ("resourceType",))],
+        )
     resource = {**resource, "id": service.new_id()}
 
     def work(session: Session) -> WriteResult:
@@ -162,9 +179,16 @@ def delete_resource(rtype: str, rid: str, request: Request, principal: Writer) -
 
     result = runtime.write_tx(work)
     return FHIRResponse(
-        {"resourceType": "OperationOutcome",
-         "issue": [{"severity": "information", "code": "informational",
-                    "diagnostics": f"{rtype}/{rid} deleted (version {result.version})"}]},
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "information",
+                    "code": "informational",
+                    "diagnostics": f"{rtype}/{rid} deleted (version {result.version})",
+                }
+            ],
+        },
         headers={"ETag": f'W/"{result.version}"'},
     )
 

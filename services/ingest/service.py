@@ -9,6 +9,7 @@ transaction. It never commits: the edge does.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import instance_state
 
 from services.ingest import repository
 from services.ingest.mapping import (
@@ -27,7 +29,7 @@ from services.ingest.mapping import (
     reference_target,
 )
 from services.ingest.models import EpisodeRow, FactRow, ResourceVersion, StoredResource
-from services.ingest.validation import content_hash, validate_resource
+from services.ingest.validation import content_hash, is_known_type, validate_resource
 from shared.bus import Topic, emit
 from shared.errors import GoneError, Issue, NotFoundError, UnprocessableError
 from shared.metrics import RESOURCES_INGESTED
@@ -69,7 +71,13 @@ class IngestUnit:
     now: datetime
     touched: set[str] = field(default_factory=set)
     _unflushed_links: bool = False
+    _unflushed_episodes: bool = False
     _cache: dict[tuple[str, str], StoredResource | None] = field(default_factory=dict)
+    # Sessions do not autoflush and ``Session.get`` never returns pending rows, so rows
+    # this unit added are looked up here: the same resource twice in one Bundle must
+    # update its fact/episode, not insert a duplicate key.
+    _facts: dict[tuple[str, str], FactRow | None] = field(default_factory=dict)
+    _episodes: dict[str, EpisodeRow | None] = field(default_factory=dict)
 
     # -- reading -----------------------------------------------------------------
 
@@ -90,6 +98,27 @@ class IngestUnit:
     def forget(self, rtype: str, rid: str) -> None:
         """Drop a cached row whose write was rolled back (a failed batch entry)."""
         self._cache.pop((rtype, rid), None)
+        self._facts.clear()
+        self._episodes.clear()
+
+    def _fact(self, rtype: str, rid: str) -> FactRow | None:
+        key = (rtype, rid)
+        if key not in self._facts:
+            self._facts[key] = self.session.get(FactRow, (self.tenant_id, rtype, rid))
+        return self._facts[key]
+
+    def _episode(self, encounter_id: str) -> EpisodeRow | None:
+        if encounter_id not in self._episodes:
+            self._episodes[encounter_id] = self.session.get(
+                EpisodeRow, (self.tenant_id, encounter_id)
+            )
+        return self._episodes[encounter_id]
+
+    def _discard(self, row: FactRow | EpisodeRow) -> None:
+        if instance_state(row).pending:
+            self.session.expunge(row)
+        else:
+            self.session.delete(row)
 
     def is_unchanged(self, rtype: str, rid: str, digest: str) -> bool:
         row = self.current(rtype, rid)
@@ -111,15 +140,27 @@ class IngestUnit:
         body = with_meta(resource, version, self.now)
         self.session.add(
             ResourceVersion(
-                tenant_id=self.tenant_id, type=rtype, id=rid, version=version,
-                content_hash=digest, body=body, method=method, deleted=False,
+                tenant_id=self.tenant_id,
+                type=rtype,
+                id=rid,
+                version=version,
+                content_hash=digest,
+                body=body,
+                method=method,
+                deleted=False,
                 last_updated=self.now,
             )
         )
         if row is None:
             row = StoredResource(
-                tenant_id=self.tenant_id, type=rtype, id=rid, version=version,
-                content_hash=digest, body=body, deleted=False, last_updated=self.now,
+                tenant_id=self.tenant_id,
+                type=rtype,
+                id=rid,
+                version=version,
+                content_hash=digest,
+                body=body,
+                deleted=False,
+                last_updated=self.now,
             )
             self.session.add(row)
             self._cache[(rtype, rid)] = row
@@ -143,8 +184,15 @@ class IngestUnit:
         version = row.version + 1
         self.session.add(
             ResourceVersion(
-                tenant_id=self.tenant_id, type=rtype, id=rid, version=version,
-                content_hash="", body=None, method="DELETE", deleted=True, last_updated=self.now,
+                tenant_id=self.tenant_id,
+                type=rtype,
+                id=rid,
+                version=version,
+                content_hash="",
+                body=None,
+                method="DELETE",
+                deleted=True,
+                last_updated=self.now,
             )
         )
         row.version, row.content_hash, row.body = version, "", None
@@ -156,8 +204,13 @@ class IngestUnit:
     def finish(self) -> None:
         """Announce every touched episode once, in this transaction."""
         for encounter_id in sorted(self.touched):
-            emit(self.session, self.tenant_id, Topic.EPISODE_CHANGED, encounter_id,
-                 {"encounter_id": encounter_id})
+            emit(
+                self.session,
+                self.tenant_id,
+                Topic.EPISODE_CHANGED,
+                encounter_id,
+                {"encounter_id": encounter_id},
+            )
         self.touched.clear()
 
     # -- mapping -----------------------------------------------------------------
@@ -172,11 +225,13 @@ class IngestUnit:
 
     def _remap_encounter(self, rid: str, body: JSON | None) -> None:
         fields = map_encounter(body, self.tz) if body is not None else None
-        row = self.session.get(EpisodeRow, (self.tenant_id, rid))
+        row = self._episode(rid)
         self.touched.add(rid)
+        self._unflushed_episodes = True
         if fields is None:
             if row is not None:
-                self.session.delete(row)
+                self._discard(row)
+                self._episodes[rid] = None
             return
         birth_date = None
         if fields.patient_id:
@@ -184,48 +239,65 @@ class IngestUnit:
             if patient is not None and patient.body is not None:
                 birth_date = parse_date(patient.body.get("birthDate"))
         values = {
-            "status": fields.status, "class_code": fields.class_code,
-            "department": fields.department, "department_name": fields.department_name,
-            "patient_id": fields.patient_id, "arrival": fields.arrival,
-            "discharge": fields.discharge, "birth_date": birth_date,
+            "status": fields.status,
+            "class_code": fields.class_code,
+            "department": fields.department,
+            "department_name": fields.department_name,
+            "patient_id": fields.patient_id,
+            "arrival": fields.arrival,
+            "discharge": fields.discharge,
+            "birth_date": birth_date,
         }
         if row is None:
-            self.session.add(EpisodeRow(tenant_id=self.tenant_id, encounter_id=rid, **values))
+            row = EpisodeRow(tenant_id=self.tenant_id, encounter_id=rid, **values)
+            self.session.add(row)
+            self._episodes[rid] = row
         else:
             for name, value in values.items():
                 setattr(row, name, value)
 
     def _remap_patient(self, rid: str, body: JSON | None) -> None:
         birth_date = parse_date(body.get("birthDate")) if body is not None else None
+        if self._unflushed_episodes:
+            # Episodes added or re-pointed earlier in this unit must be visible to the query.
+            self.session.flush()
+            self._unflushed_episodes = False
         for episode in repository.episodes_of_patient(self.session, self.tenant_id, rid):
             episode.birth_date = birth_date
             self.touched.add(episode.encounter_id)
 
     def _remap_fact(self, rtype: str, rid: str, body: JSON | None) -> None:
         mapped = map_fact(body, self.tz) if body is not None else None
-        row = self.session.get(FactRow, (self.tenant_id, rtype, rid))
+        row = self._fact(rtype, rid)
         if row is not None and row.encounter_id:
             self.touched.add(row.encounter_id)
         if mapped is None:
             if row is not None:
-                self.session.delete(row)
+                self._discard(row)
+                self._facts[(rtype, rid)] = None
             self._relink(f"{rtype}/{rid}", None)
             return
         encounter_id = mapped.encounter_id
         if encounter_id is None and mapped.link_ref is not None:
             target_type, _, target_id = mapped.link_ref.partition("/")
-            target = self.session.get(FactRow, (self.tenant_id, target_type, target_id))
+            target = self._fact(target_type, target_id)
             encounter_id = target.encounter_id if target is not None else None
         values = {
-            "encounter_id": encounter_id, "link_ref": mapped.link_ref,
-            "patient_id": mapped.patient_id, "kind": mapped.fact.kind.value,
-            "time": mapped.fact.time, "data": fact_to_json(mapped.fact),
+            "encounter_id": encounter_id,
+            "link_ref": mapped.link_ref,
+            "patient_id": mapped.patient_id,
+            "kind": mapped.fact.kind.value,
+            "time": mapped.fact.time,
+            "data": fact_to_json(mapped.fact),
         }
+        # A link added or changed here must be flushed before ``_relink`` queries links.
+        self._unflushed_links |= mapped.link_ref is not None or (
+            row is not None and row.link_ref is not None
+        )
         if row is None:
-            self.session.add(
-                FactRow(tenant_id=self.tenant_id, resource_type=rtype, resource_id=rid, **values)
-            )
-            self._unflushed_links |= mapped.link_ref is not None
+            row = FactRow(tenant_id=self.tenant_id, resource_type=rtype, resource_id=rid, **values)
+            self.session.add(row)
+            self._facts[(rtype, rid)] = row
         else:
             for name, value in values.items():
                 setattr(row, name, value)
@@ -251,19 +323,49 @@ class IngestUnit:
 # -- references -------------------------------------------------------------------
 
 
-def _walk_references(node: Any, visit: Any) -> None:
+Visit = Callable[[str, list[str | int]], str | None]
+
+
+def _rewrite_references(node: Any, visit: Visit, path: list[str | int]) -> Any:
+    """``node`` with every ``reference`` string that ``visit`` replaces replaced.
+
+    Copy-on-write: containers are copied only where something changed, so the caller's
+    document is never mutated (a retried transaction parses the same Bundle again).
+    ``path`` is the element path of ``node``, kept on one stack to stay cheap.
+    """
     if isinstance(node, dict):
+        changed: dict[str, Any] | None = None
         for key, value in node.items():
+            path.append(key)
             if key == "reference" and isinstance(value, str):
-                replaced = visit(value)
-                if replaced is not None:
-                    node[key] = replaced
+                new = visit(value, path)
+                new = value if new is None else new
             elif isinstance(value, dict | list):
-                _walk_references(value, visit)
-    elif isinstance(node, list):
-        for item in node:
-            if isinstance(item, dict | list):
-                _walk_references(item, visit)
+                new = _rewrite_references(value, visit, path)
+            else:
+                new = value
+            path.pop()
+            if new is not value:
+                changed = changed if changed is not None else dict(node)
+                changed[key] = new
+        return node if changed is None else changed
+    if isinstance(node, list):
+        items: list[Any] | None = None
+        for index, item in enumerate(node):
+            if not isinstance(item, dict | list):
+                continue
+            path.append(index)
+            new = _rewrite_references(item, visit, path)
+            path.pop()
+            if new is not item:
+                items = items if items is not None else list(node)
+                items[index] = new
+        return node if items is None else items
+    return node
+
+
+def _render_path(where: str, path: list[str | int]) -> str:
+    return where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 
 
 def foreign_tenant_of(reference: str) -> str | None:
@@ -281,7 +383,9 @@ def foreign_tenant_of(reference: str) -> str | None:
     except ValueError:
         return None
     rest = parts[base + 1 :]
-    if len(rest) >= 3 and not rest[0][:1].isupper():
+    # ``{tenant}/{Type}/{id}[/_history/{v}]``: the first segment is not a resource type.
+    # (Tenant ids such as H0002 start with a capital too, so the case says nothing.)
+    if len(rest) >= 3 and not is_known_type(rest[0]):
         return rest[0]
     return None
 
@@ -290,20 +394,32 @@ def check_and_rewrite_references(
     resource: JSON, tenant_id: str, rewrites: dict[str, str], where: str
 ) -> list[Issue]:
     """Rewrite ``urn:uuid:`` references to ``Type/id``; refuse references into another
-    tenant. Mutates ``resource``."""
+    tenant. Replaces the top-level values of ``resource`` that hold a rewritten reference
+    (callers pass their own shallow copy); nested containers are never mutated."""
     issues: list[Issue] = []
 
-    def visit(ref: str) -> str | None:
+    def visit(ref: str, path: list[str | int]) -> str | None:
         if ref in rewrites:
             return rewrites[ref]
         other = foreign_tenant_of(ref)
         if other is not None and other != tenant_id:
             issues.append(
-                Issue("forbidden", f"reference '{ref}' points into another tenant", (where,))
+                Issue(
+                    "forbidden",
+                    f"reference '{ref}' points into another tenant",
+                    (_render_path(where, path),),
+                )
             )
         return None
 
-    _walk_references(resource, visit)
+    path: list[str | int] = []
+    for key, value in list(resource.items()):
+        if isinstance(value, dict | list):
+            path.append(key)
+            new = _rewrite_references(value, visit, path)
+            path.pop()
+            if new is not value:
+                resource[key] = new
     return issues
 
 
@@ -327,7 +443,10 @@ def read_history(session: Session, tenant_id: str, rtype: str, rid: str) -> JSON
     for v in versions:
         entry: JSON = {
             "fullUrl": f"{rtype}/{rid}",
-            "request": {"method": v.method, "url": f"{rtype}/{rid}" if v.method != "POST" else rtype},
+            "request": {
+                "method": v.method,
+                "url": f"{rtype}/{rid}" if v.method != "POST" else rtype,
+            },
             "response": {
                 "status": "200 OK" if not v.deleted else "204 No Content",
                 "etag": f'W/"{v.version}"',
@@ -379,7 +498,9 @@ def unlinked_counts(session: Session, tenant_id: str) -> dict[str, Any]:
 
 def unlinked_resources(session: Session, tenant_id: str, limit: int) -> list[JSON]:
     rows = session.execute(
-        sa.select(FactRow.resource_type, FactRow.resource_id, FactRow.encounter_id, FactRow.link_ref)
+        sa.select(
+            FactRow.resource_type, FactRow.resource_id, FactRow.encounter_id, FactRow.link_ref
+        )
         .outerjoin(
             EpisodeRow,
             sa.and_(
@@ -394,9 +515,9 @@ def unlinked_resources(session: Session, tenant_id: str, limit: int) -> list[JSO
     return [
         {
             "resource": f"{t}/{i}",
-            "reason": "encounter not received" if e else (
-                f"links through {ref}, which has no episode" if ref else "names no encounter"
-            ),
+            "reason": "encounter not received"
+            if e
+            else (f"links through {ref}, which has no episode" if ref else "names no encounter"),
             "encounter": f"Encounter/{e}" if e else None,
         }
         for t, i, e, ref in rows

@@ -66,7 +66,9 @@ def validate_resource(resource: Any, *, where: str = "") -> list[Issue]:
     cls = model_class(rtype)
     root = where or rtype
     if cls is None:
-        return [Issue("not-supported", f"unknown resourceType '{rtype}'", (f"{root}.resourceType",))]
+        return [
+            Issue("not-supported", f"unknown resourceType '{rtype}'", (f"{root}.resourceType",))
+        ]
     rid = resource.get("id")
     if rid is not None and (not isinstance(rid, str) or not valid_id(rid)):
         return [Issue("value", f"invalid id {rid!r}", (f"{root}.id",))]

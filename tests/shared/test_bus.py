@@ -1,0 +1,108 @@
+"""The outbox: rows commit with the data they announce or not at all; consumers mark
+them processed in the same transaction as their effects."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from shared.bus import OutboxConsumer, Topic, emit
+from shared.models import OutboxEvent, Tenant
+from tests.conftest import TENANT
+
+
+def pending(runtime, topic=Topic.EPISODE_CHANGED):
+    with runtime.read() as session:
+        return session.scalars(
+            sa.select(OutboxEvent.key)
+            .where(OutboxEvent.topic == topic.value, OutboxEvent.processed_at.is_(None))
+            .order_by(OutboxEvent.id)
+        ).all()
+
+
+def test_emit_commits_with_the_transaction_and_notifies(runtime):
+    seen = runtime.notifier.version(Topic.EPISODE_CHANGED.value)
+    with runtime.write() as session:
+        emit(session, TENANT, Topic.EPISODE_CHANGED, "e1", {"encounter_id": "e1"})
+        assert runtime.notifier.version(Topic.EPISODE_CHANGED.value) == seen
+    assert runtime.notifier.version(Topic.EPISODE_CHANGED.value) == seen + 1
+    assert runtime.notifier.version(Topic.CASES_CHANGED.value) == 0
+    assert pending(runtime) == ["e1"]
+
+
+def test_rollback_drops_the_event_and_the_notification(runtime):
+    seen = runtime.notifier.version(Topic.EPISODE_CHANGED.value)
+
+    def failing_work(session):
+        session.get(Tenant, TENANT).name = "renamed"
+        emit(session, TENANT, Topic.EPISODE_CHANGED, "e1", {"encounter_id": "e1"})
+        session.flush()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        runtime.write_tx(failing_work)
+    assert pending(runtime) == []
+    assert runtime.notifier.version(Topic.EPISODE_CHANGED.value) == seen
+    with runtime.read() as session:
+        assert session.get(Tenant, TENANT).name == "示例医院"
+    # A later commit on a recycled session must not announce the dropped topic.
+    with runtime.write() as session:
+        session.get(Tenant, TENANT).name = "示例医院"
+    assert runtime.notifier.version(Topic.EPISODE_CHANGED.value) == seen
+
+
+class TestConsumer:
+    def emit_many(self, runtime, keys):
+        with runtime.write() as session:
+            for key in keys:
+                emit(session, TENANT, Topic.EPISODE_CHANGED, key, {"encounter_id": key})
+            emit(session, TENANT, Topic.CASES_CHANGED, "other", {})
+
+    def test_handles_each_event_once(self, runtime):
+        self.emit_many(runtime, ["a", "b", "c"])
+        handled: list[list[str]] = []
+        consumer = OutboxConsumer(
+            Topic.EPISODE_CHANGED,
+            runtime.write_factory,
+            lambda s, events: handled.append([e.key for e in events]),
+            batch_size=2,
+        )
+        assert consumer.drain() == 3
+        assert handled == [["a", "b"], ["c"]]
+        assert consumer.run_once() == 0
+        assert pending(runtime) == []
+        assert pending(runtime, Topic.CASES_CHANGED) == ["other"]
+
+    def test_a_failing_handler_leaves_events_pending(self, runtime):
+        self.emit_many(runtime, ["a"])
+
+        def handler(session, events):
+            session.get(Tenant, TENANT).name = "half done"
+            raise RuntimeError("handler failed")
+
+        consumer = OutboxConsumer(Topic.EPISODE_CHANGED, runtime.write_factory, handler)
+        with pytest.raises(RuntimeError):
+            consumer.run_once()
+        assert pending(runtime) == ["a"]
+        with runtime.read() as session:
+            assert session.get(Tenant, TENANT).name == "示例医院"
+
+    def test_handle_skips_events_already_processed(self, runtime):
+        self.emit_many(runtime, ["a"])
+        calls: list[int] = []
+        consumer = OutboxConsumer(
+            Topic.EPISODE_CHANGED,
+            runtime.write_factory,
+            lambda s, events: calls.append(len(events)),
+        )
+        with runtime.write() as session:
+            events = session.scalars(
+                sa.select(OutboxEvent).where(OutboxEvent.topic == Topic.EPISODE_CHANGED.value)
+            ).all()
+            consumer.handle(session, events)
+        with runtime.write() as session:
+            events = session.scalars(
+                sa.select(OutboxEvent).where(OutboxEvent.topic == Topic.EPISODE_CHANGED.value)
+            ).all()
+            consumer.handle(session, events)
+        assert calls == [1]

@@ -80,8 +80,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for line in report.differences:
         print(line)
     state = "OK" if report.ok else f"{len(report.differences)} difference(s)"
-    print(f"verify: {report.tenants} tenant(s), {report.episodes} episode(s), "
-          f"{report.cases} case(s): {state}")
+    print(
+        f"verify: {report.tenants} tenant(s), {report.episodes} episode(s), "
+        f"{report.cases} case(s): {state}"
+    )
     return 0 if report.ok else 1
 
 
@@ -104,8 +106,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run(
         DemoOptions(
-            host=args.host, port=args.port, speed=args.speed, hospital_size=args.hospital_size,
-            seed=args.seed, backfill_hours=args.backfill_hours, db=args.db, quiet=args.quiet,
+            host=args.host,
+            port=args.port,
+            speed=args.speed,
+            hospital_size=args.hospital_size,
+            seed=args.seed,
+            backfill_hours=args.backfill_hours,
+            db=args.db,
+            quiet=args.quiet,
         )
     )
 
@@ -137,7 +145,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     poster = Poster(args.url, args.key)
     with _progress("posting bundles") as advance:
         stats = load(
-            poster, (s.bundle for s in read_ndjson(args.file)), concurrency=args.concurrency,
+            poster,
+            (s.bundle for s in read_ndjson(args.file)),
+            concurrency=args.concurrency,
             on_progress=lambda n: advance(n, 0),
         )
     poster.close()
@@ -161,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
-        "--role", choices=["all", "ingest", "indicators", "alerts"], default="all",
+        "--role",
+        choices=["all", "ingest", "indicators", "alerts"],
+        default="all",
         help="all: everything in one process (default); otherwise one service of the "
         "distributed mode (PostgreSQL + NATS)",
     )
@@ -183,13 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="embedded server + simulated hospital + webhook sink")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--speed", type=float, default=60.0,
-                      help="simulated minutes per real second × 60 "
-                      "(default 60: one minute a second)")
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="simulated minutes per real second × 60 (default 60: one minute a second)",
+    )
     demo.add_argument("--hospital-size", choices=["small", "medium", "large"], default="medium")
     demo.add_argument("--seed", type=int, default=2026)
-    demo.add_argument("--backfill-hours", type=float, default=6.0,
-                      help="simulated hours of backlog sent at start")
+    demo.add_argument(
+        "--backfill-hours", type=float, default=6.0, help="simulated hours of backlog sent at start"
+    )
     demo.add_argument("--db", type=Path, help="SQLite file to keep (default: a temporary file)")
     demo.add_argument("--quiet", action="store_true", help="do not print alerts")
     demo.set_defaults(func=cmd_demo)

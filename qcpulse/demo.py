@@ -77,7 +77,9 @@ class Sink:
                 return
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, name="demo-sink", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="demo-sink", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -109,8 +111,9 @@ def _keys(runtime: Runtime, tenant: str) -> tuple[str, str]:
 
 def _banner(url: str, tenant: str, reader_key: str, options: DemoOptions, db: Path) -> str:
     auth = f"-H 'Authorization: Bearer {reader_key}'"
+    pace = f"{options.hospital_size}, at {options.speed:g}× real time"
     return f"""
-qcpulse demo — a simulated hospital ({tenant}), {options.hospital_size}, at {options.speed:g}× real time
+qcpulse demo — a simulated hospital ({tenant}), {pace}
   server      {url}   (SQLite: {db})
   reader key  {reader_key}
 
@@ -127,12 +130,17 @@ def run(options: DemoOptions) -> int:
     env = Settings()
     tenant = env.bootstrap_tenant or "H0001"
     admin_key = (
-        env.bootstrap_admin_key.get_secret_value() if env.bootstrap_admin_key else secrets.token_urlsafe(24)
+        env.bootstrap_admin_key.get_secret_value()
+        if env.bootstrap_admin_key
+        else secrets.token_urlsafe(24)
     )
     db = options.db or Path(tempfile.mkdtemp(prefix="qcpulse-demo-")) / "qcpulse.db"
     settings = env.model_copy(
-        update={"database_url": f"sqlite:///{db}", "bootstrap_tenant": tenant,
-                "bootstrap_admin_key": admin_key}
+        update={
+            "database_url": f"sqlite:///{db}",
+            "bootstrap_tenant": tenant,
+            "bootstrap_admin_key": admin_key,
+        }
     )
     clock = ScaledClock(utcnow(), options.speed)
     runtime = Runtime.from_settings(settings, clock=clock)
@@ -143,7 +151,9 @@ def run(options: DemoOptions) -> int:
     sink.start()
     app = create_app(runtime=runtime)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=options.host, port=options.port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host=options.host, port=options.port, log_level="warning", access_log=False
+        )
     )
     url = f"http://{options.host}:{options.port}"
     feed_stop = threading.Event()
@@ -152,11 +162,18 @@ def run(options: DemoOptions) -> int:
         while not server.started:
             if feed_stop.wait(0.05):
                 return
-        admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30)
+        admin = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
+        )
         response = admin.post(
             "/api/v1/subscriptions",
-            json={"url": sink.url, "events": ["*"], "indicators": ["*"], "departments": ["*"],
-                  "description": "demo sink (built in)"},
+            json={
+                "url": sink.url,
+                "events": ["*"],
+                "indicators": ["*"],
+                "departments": ["*"],
+                "description": "demo sink (built in)",
+            },
         )
         response.raise_for_status()
         sink.secret = response.json()["secret"]

@@ -49,14 +49,13 @@ parts of one criterion must hold.
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Any, Literal
-
-import tomllib
 
 import yaml
 from pydantic import (

@@ -53,6 +53,7 @@ class CaseChange:
 
     def to_json(self) -> dict[str, Any]:
         case = self.new
+        period = case.period_date if case else self.old_period
         return {
             "indicator": self.indicator,
             "encounter_id": self.encounter_id,
@@ -60,9 +61,7 @@ class CaseChange:
             "old_status": self.old_status,
             "status": case.status.value if case else None,
             "department": case.department if case else self.old_department,
-            "period_date": (case.period_date if case else self.old_period).isoformat()
-            if (case.period_date if case else self.old_period)
-            else None,
+            "period_date": period.isoformat() if period else None,
             "clock_start": _iso(case.clock_start) if case else None,
             "clock_stop": _iso(case.clock_stop) if case else None,
             "deadline": _iso(case.deadline) if case else None,
@@ -105,7 +104,9 @@ class Deltas:
     def __init__(self) -> None:
         self.values: dict[CounterKey, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
 
-    def add(self, indicator: str, department: str, day: date | None, status: str, sign: int) -> None:
+    def add(
+        self, indicator: str, department: str, day: date | None, status: str, sign: int
+    ) -> None:
         if day is None:
             return  # a case with no filing date yet is stored but not counted
         self.values[(indicator, department, day)][_COLUMN_INDEX[CaseStatus(status)]] += sign
@@ -120,8 +121,14 @@ def apply_deltas(session: Session, tenant_id: str, deltas: Deltas) -> None:
         return
     rows = [
         {
-            "tenant_id": tenant_id, "indicator": ind, "department": dept, "day": day,
-            "numerator": d[0], "denominator": d[1], "excluded": d[2], "pending": d[3],
+            "tenant_id": tenant_id,
+            "indicator": ind,
+            "department": dept,
+            "day": day,
+            "numerator": d[0],
+            "denominator": d[1],
+            "excluded": d[2],
+            "pending": d[3],
         }
         for (ind, dept, day), d in sorted(items.items())
     ]
@@ -199,8 +206,11 @@ class Evaluator:
                 if row is None:
                     session.add(
                         CaseRow(
-                            tenant_id=tenant_id, indicator=case.indicator,
-                            encounter_id=encounter_id, key=case.key, updated_at=now,
+                            tenant_id=tenant_id,
+                            indicator=case.indicator,
+                            encounter_id=encounter_id,
+                            key=case.key,
+                            updated_at=now,
                             **_row_values(case),
                         )
                     )
@@ -213,21 +223,39 @@ class Evaluator:
                     row.updated_at = now
                 deltas.add(case.indicator, case.department, case.period_date, case.status, +1)
                 changes.append(
-                    CaseChange(tenant_id, case.indicator, encounter_id, case.key,
-                               old_status, case, old_period, old_dept)
+                    CaseChange(
+                        tenant_id,
+                        case.indicator,
+                        encounter_id,
+                        case.key,
+                        old_status,
+                        case,
+                        old_period,
+                        old_dept,
+                    )
                 )
         for (indicator, encounter_id, key), row in stored.items():
             deltas.add(indicator, row.department, row.period_date, row.status, -1)
             session.delete(row)
             changes.append(
-                CaseChange(tenant_id, indicator, encounter_id, key, row.status, None,
-                           row.period_date, row.department)
+                CaseChange(
+                    tenant_id,
+                    indicator,
+                    encounter_id,
+                    key,
+                    row.status,
+                    None,
+                    row.period_date,
+                    row.department,
+                )
             )
         session.flush()
         apply_deltas(session, tenant_id, deltas)
         return changes
 
-    def due_episodes(self, session: Session, now: datetime, limit: int = 500) -> list[tuple[str, str]]:
+    def due_episodes(
+        self, session: Session, now: datetime, limit: int = 500
+    ) -> list[tuple[str, str]]:
         """(tenant, encounter) pairs with a pending case whose decision time has come."""
         rows = session.execute(
             sa.select(CaseRow.tenant_id, CaseRow.encounter_id)

@@ -51,14 +51,14 @@ Indicator-specific
       PCI / thrombolytic yet, episode open → pending with deadline and at_risk_at (so
       alerts fire) but decide_at None, even past the deadline: a late procedure still
       makes it a (denominator) case, and closure without one removes the case entirely.
-    * NIT-2026-III-A / PIT-2026-40: age from the *local* date of arrival. Unknown birth date → included
-      (``unknown_age: include``): inpatients are overwhelmingly adults, and excluding
-      would hide unassessed patients whenever the Patient resource is late or incomplete,
-      flattering the rate; the definition can say ``exclude``. "Discharged within 24 h
-      without an assessment" means discharge − admission ≤ 24 h and no assessment at all
-      (a late-documented one counts as an assessment); it wins over the deadline, so an
-      episode discharged at 20 h unassessed is excluded although its deadline has not
-      passed.
+    * NIT-2026-III-A / PIT-2026-40: age from the *local* date of arrival. Unknown birth
+      date → included (``unknown_age: include``): inpatients are overwhelmingly adults,
+      and excluding would hide unassessed patients whenever the Patient resource is late
+      or incomplete, flattering the rate; the definition can say ``exclude``.
+      "Discharged within 24 h without an assessment" means discharge − admission ≤ 24 h
+      and no assessment at all (a late-documented one counts as an assessment); it wins
+      over the deadline, so an episode discharged at 20 h unassessed is excluded
+      although its deadline has not passed.
     * NIT-2026-IV bundles: every element is taken at its first occurrence at or after
       T0 − 6 h; the clock stops when the last required element happened (never earlier
       than T0), so the bundle is met when all elements fall in [T0 − 6 h, T0 + window].

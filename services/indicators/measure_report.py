@@ -45,9 +45,15 @@ def measure_report(
     }
     if rate is not None:
         unit = {"percent": "1", "per_100": "/100", "per_1000": "/1000"}[defn.unit]
-        group["measureScore"] = {"value": round(rate, 6), "unit": unit,
-                                 "system": "http://unitsofmeasure.org", "code": unit}
-    period_end = datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz) - timedelta(seconds=1)
+        group["measureScore"] = {
+            "value": round(rate, 6),
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        }
+    period_end = datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz) - timedelta(
+        seconds=1
+    )
     report: dict[str, Any] = {
         "resourceType": "MeasureReport",
         "id": f"{defn.code}-{start.isoformat()}-{end.isoformat()}".replace(":", "-")[:64],
@@ -61,16 +67,20 @@ def measure_report(
             "end": period_end.isoformat(),
         },
         "improvementNotation": {
-            "coding": [{
-                "system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
-                "code": "increase" if defn.direction == "higher_is_better" else "decrease",
-            }]
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
+                    "code": "increase" if defn.direction == "higher_is_better" else "decrease",
+                }
+            ]
         },
         "group": [group],
     }
     if department is not None:
-        report["extension"] = [{
-            "url": "https://qcpulse.org/fhir/StructureDefinition/department",
-            "valueString": department,
-        }]
+        report["extension"] = [
+            {
+                "url": "https://qcpulse.org/fhir/StructureDefinition/department",
+                "valueString": department,
+            }
+        ]
     return report

@@ -88,7 +88,7 @@ def target_for(session: Session, tenant_id: str, shape: IndicatorShape) -> float
 
 def _counter_query(
     tenant_id: str, code: str, start: date, end: date, departments: Sequence[str] | None
-) -> sa.Select[Any]:
+) -> sa.Select[str, date, int, int, int, int]:
     query = sa.select(
         CounterRow.department,
         CounterRow.day,
@@ -134,7 +134,9 @@ def value(
     return summarize(session, tenant_id, shape, total)
 
 
-def summarize(session: Session, tenant_id: str, shape: IndicatorShape, total: Counts) -> dict[str, Any]:
+def summarize(
+    session: Session, tenant_id: str, shape: IndicatorShape, total: Counts
+) -> dict[str, Any]:
     target = target_for(session, tenant_id, shape)
     r = rate(shape, total)
     return {
@@ -253,7 +255,9 @@ def breakdown(
 
 
 def _encode_cursor(row: CaseRow) -> str:
-    raw = orjson.dumps([row.period_date.isoformat() if row.period_date else "", row.encounter_id, row.key])
+    raw = orjson.dumps(
+        [row.period_date.isoformat() if row.period_date else "", row.encounter_id, row.key]
+    )
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -45,11 +45,18 @@ class RateStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "indicator": self.indicator, "department": self.department,
-            "month": self.month.isoformat(), "numerator": self.numerator,
-            "denominator": self.denominator, "rate": self.rate, "target": self.target,
-            "meets_target": self.meets_target, "center": self.center, "ucl": self.ucl,
-            "lcl": self.lcl, "min_cases": self.min_cases,
+            "indicator": self.indicator,
+            "department": self.department,
+            "month": self.month.isoformat(),
+            "numerator": self.numerator,
+            "denominator": self.denominator,
+            "rate": self.rate,
+            "target": self.target,
+            "meets_target": self.meets_target,
+            "center": self.center,
+            "ucl": self.ucl,
+            "lcl": self.lcl,
+            "min_cases": self.min_cases,
         }
 
 
@@ -84,11 +91,18 @@ def month_status(
     target = queries.target_for(session, tenant_id, shape)
     value = queries.rate(shape, current)
     return RateStatus(
-        indicator=defn.code, department=department, month=month, numerator=current.numerator,
-        denominator=n, rate=value, target=target,
+        indicator=defn.code,
+        department=department,
+        month=month,
+        numerator=current.numerator,
+        denominator=n,
+        rate=value,
+        target=target,
         meets_target=queries.meets(shape, value, target),
         center=center * scale if center is not None else None,
         ucl=ucl * scale if ucl is not None else None,
         lcl=lcl * scale if lcl is not None else None,
-        min_cases=defn.min_cases, direction=defn.direction, unit=defn.unit,
+        min_cases=defn.min_cases,
+        direction=defn.direction,
+        unit=defn.unit,
     )

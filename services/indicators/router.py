@@ -128,28 +128,45 @@ def get_indicator(code: str, request: Request, principal: Reader) -> JSONRespons
 
 @router.get("/indicators/{code}/value")
 def get_value(
-    code: str, request: Request, principal: Reader,
-    start: From = None, end: To = None, department: str | None = None,
+    code: str,
+    request: Request,
+    principal: Reader,
+    start: From = None,
+    end: To = None,
+    department: str | None = None,
 ) -> JSONResponse:
     runtime = get_runtime(request)
     defn = definition(runtime, code)
     with runtime.read() as session:
         start, end = date_range(runtime, session, principal.tenant_id, start, end)
         result = queries.value(
-            session, principal.tenant_id, shape(defn), start, end,
+            session,
+            principal.tenant_id,
+            shape(defn),
+            start,
+            end,
             allowed_departments(principal, department),
         )
     return JSONResponse(
-        {"code": code, "from": start.isoformat(), "to": end.isoformat(), "department": department,
-         **result}
+        {
+            "code": code,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "department": department,
+            **result,
+        }
     )
 
 
 @router.get("/indicators/{code}/series")
 def get_series(
-    code: str, request: Request, principal: Reader,
+    code: str,
+    request: Request,
+    principal: Reader,
     granularity: Literal["day", "week", "month", "quarter", "year"] = "month",
-    start: From = None, end: To = None, department: str | None = None,
+    start: From = None,
+    end: To = None,
+    department: str | None = None,
     format: Format = "json",
 ) -> Response:
     runtime = get_runtime(request)
@@ -160,57 +177,93 @@ def get_series(
             start = queries.period_start(end - timedelta(days=365), granularity)
         start, end = date_range(runtime, session, principal.tenant_id, start, end)
         points = queries.series(
-            session, principal.tenant_id, shape(defn), granularity, start, end,
+            session,
+            principal.tenant_id,
+            shape(defn),
+            granularity,
+            start,
+            end,
             allowed_departments(principal, department),
         )
     if format == "csv":
         return csv_response(points, f"{code}-series-{granularity}.csv")
     return JSONResponse(
-        {"code": code, "granularity": granularity, "from": start.isoformat(),
-         "to": end.isoformat(), "department": department, "unit": defn.unit, "points": points}
+        {
+            "code": code,
+            "granularity": granularity,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+            "department": department,
+            "unit": defn.unit,
+            "points": points,
+        }
     )
 
 
 @router.get("/indicators/{code}/breakdown")
 def get_breakdown(
-    code: str, request: Request, principal: Reader,
+    code: str,
+    request: Request,
+    principal: Reader,
     by: Literal["department"] = "department",
-    start: From = None, end: To = None, format: Format = "json",
+    start: From = None,
+    end: To = None,
+    format: Format = "json",
 ) -> Response:
     runtime = get_runtime(request)
     defn = definition(runtime, code)
     with runtime.read() as session:
         start, end = date_range(runtime, session, principal.tenant_id, start, end)
         by_department = queries.breakdown(
-            session, principal.tenant_id, shape(defn), start, end,
+            session,
+            principal.tenant_id,
+            shape(defn),
+            start,
+            end,
             allowed_departments(principal, None),
         )
         names = ingest.department_names(session, principal.tenant_id)
         rows = [
-            {"department": dept, "department_name": names.get(dept),
-             **queries.summarize(session, principal.tenant_id, shape(defn), counts)}
+            {
+                "department": dept,
+                "department_name": names.get(dept),
+                **queries.summarize(session, principal.tenant_id, shape(defn), counts),
+            }
             for dept, counts in by_department.items()
         ]
     if format == "csv":
         return csv_response(rows, f"{code}-breakdown.csv")
-    return JSONResponse({"code": code, "by": by, "from": start.isoformat(), "to": end.isoformat(),
-                         "rows": rows})
+    return JSONResponse(
+        {"code": code, "by": by, "from": start.isoformat(), "to": end.isoformat(), "rows": rows}
+    )
 
 
 @router.get("/indicators/{code}/cases")
 def get_cases(
-    code: str, request: Request, principal: Reader,
+    code: str,
+    request: Request,
+    principal: Reader,
     status: Literal["pending", "numerator", "denominator", "excluded"] | None = None,
-    start: From = None, end: To = None, department: str | None = None,
+    start: From = None,
+    end: To = None,
+    department: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None, format: Format = "json",
+    cursor: str | None = None,
+    format: Format = "json",
 ) -> Response:
     runtime = get_runtime(request)
     definition(runtime, code)
     with runtime.read() as session:
         rows, next_cursor = queries.cases(
-            session, principal.tenant_id, code, status=status, start=start, end=end,
-            departments=allowed_departments(principal, department), limit=limit, cursor=cursor,
+            session,
+            principal.tenant_id,
+            code,
+            status=status,
+            start=start,
+            end=end,
+            departments=allowed_departments(principal, department),
+            limit=limit,
+            cursor=cursor,
             now=runtime.clock.now(),
         )
     if format == "csv":
@@ -220,8 +273,12 @@ def get_cases(
 
 @router.get("/indicators/{code}/measure-report")
 def get_measure_report(
-    code: str, request: Request, principal: Reader,
-    start: From = None, end: To = None, department: str | None = None,
+    code: str,
+    request: Request,
+    principal: Reader,
+    start: From = None,
+    end: To = None,
+    department: str | None = None,
 ) -> Response:
     runtime = get_runtime(request)
     defn = definition(runtime, code)
@@ -229,12 +286,26 @@ def get_measure_report(
         start, end = date_range(runtime, session, principal.tenant_id, start, end)
         total = queries.Counts()
         for _, _, counts in queries.day_counts(
-            session, principal.tenant_id, code, start, end, allowed_departments(principal, department)
+            session,
+            principal.tenant_id,
+            code,
+            start,
+            end,
+            allowed_departments(principal, department),
         ):
             total = total + counts
         tz = runtime.tenant_zone(session, principal.tenant_id)
-    report = measure_report(defn, shape(defn), principal.tenant_id, start, end, tz, total,
-                            department=department, generated=runtime.clock.now())
+    report = measure_report(
+        defn,
+        shape(defn),
+        principal.tenant_id,
+        start,
+        end,
+        tz,
+        total,
+        department=department,
+        generated=runtime.clock.now(),
+    )
     return JSONResponse(report, media_type="application/fhir+json")
 
 
@@ -252,8 +323,14 @@ def put_target(code: str, body: TargetBody, request: Request, principal: Admin) 
         row = session.get(TargetRow, (principal.tenant_id, code))
         now = runtime.clock.now()
         if row is None:
-            session.add(TargetRow(tenant_id=principal.tenant_id, indicator=code,
-                                  target=body.target, updated_at=now))
+            session.add(
+                TargetRow(
+                    tenant_id=principal.tenant_id,
+                    indicator=code,
+                    target=body.target,
+                    updated_at=now,
+                )
+            )
         else:
             row.target, row.updated_at = body.target, now
     return JSONResponse({"code": code, "target": body.target})
@@ -270,12 +347,16 @@ class CodeMapBody(BaseModel):
 
 
 @router.put("/code-maps/{system:path}")
-def put_code_map(system: str, body: CodeMapBody, request: Request, principal: Admin) -> JSONResponse:
+def put_code_map(
+    system: str, body: CodeMapBody, request: Request, principal: Admin
+) -> JSONResponse:
     """Replace the tenant's mappings for one local code system, then re-evaluate every
     episode of the tenant so that counters follow the new mapping."""
     runtime = get_runtime(request)
     try:
-        normalised = CodeMap((system, m.code, (m.target_system, m.target_code)) for m in body.mappings)
+        normalised = CodeMap(
+            (system, m.code, (m.target_system, m.target_code)) for m in body.mappings
+        )
     except ValueError as exc:
         raise UnprocessableError(str(exc)) from exc
     del normalised
@@ -291,14 +372,27 @@ def put_code_map(system: str, body: CodeMapBody, request: Request, principal: Ad
             if ident in seen:
                 continue
             seen.add(ident)
-            session.add(CodeMapRow(tenant_id=principal.tenant_id, source_system=system,
-                                   source_code=m.code, target_system=m.target_system,
-                                   target_code=m.target_code))
+            session.add(
+                CodeMapRow(
+                    tenant_id=principal.tenant_id,
+                    source_system=system,
+                    source_code=m.code,
+                    target_system=m.target_system,
+                    target_code=m.target_code,
+                )
+            )
         episodes = ingest.episode_ids(session, principal.tenant_id)
         for encounter_id in episodes:
-            emit(session, principal.tenant_id, Topic.EPISODE_CHANGED, encounter_id,
-                 {"encounter_id": encounter_id})
-    return JSONResponse({"system": system, "mappings": len(seen), "episodes_reevaluated": len(episodes)})
+            emit(
+                session,
+                principal.tenant_id,
+                Topic.EPISODE_CHANGED,
+                encounter_id,
+                {"encounter_id": encounter_id},
+            )
+    return JSONResponse(
+        {"system": system, "mappings": len(seen), "episodes_reevaluated": len(episodes)}
+    )
 
 
 @router.get("/code-maps")
@@ -306,10 +400,18 @@ def get_code_maps(request: Request, principal: Reader) -> JSONResponse:
     runtime = get_runtime(request)
     with runtime.read() as session:
         rows = session.scalars(
-            sa.select(CodeMapRow).where(CodeMapRow.tenant_id == principal.tenant_id)
+            sa.select(CodeMapRow)
+            .where(CodeMapRow.tenant_id == principal.tenant_id)
             .order_by(CodeMapRow.source_system, CodeMapRow.source_code)
         ).all()
     return JSONResponse(
-        [{"system": r.source_system, "code": r.source_code, "target_system": r.target_system,
-          "target_code": r.target_code} for r in rows]
+        [
+            {
+                "system": r.source_system,
+                "code": r.source_code,
+                "target_system": r.target_system,
+                "target_code": r.target_code,
+            }
+            for r in rows
+        ]
     )

@@ -43,8 +43,13 @@ def reevaluate_and_announce(
         tz = runtime.tenant_zone(session, tenant_id)
         changes = evaluator.reevaluate(session, tenant_id, sorted(encounter_ids), now, tz)
         if changes:
-            emit(session, tenant_id, Topic.CASES_CHANGED, tenant_id,
-                 {"at": now.isoformat(), "changes": [c.to_json() for c in changes]})
+            emit(
+                session,
+                tenant_id,
+                Topic.CASES_CHANGED,
+                tenant_id,
+                {"at": now.isoformat(), "changes": [c.to_json() for c in changes]},
+            )
         all_changes.extend(changes)
     EVALUATION_SECONDS.observe(time.perf_counter() - started)
     return all_changes
@@ -60,7 +65,9 @@ def handle_events(runtime: Runtime, session: Session, events: Sequence[OutboxEve
 
 
 def consumer(runtime: Runtime) -> OutboxConsumer:
-    return OutboxConsumer(Topic.EPISODE_CHANGED, runtime.write_factory, handlers(runtime)[Topic.EPISODE_CHANGED])
+    return OutboxConsumer(
+        Topic.EPISODE_CHANGED, runtime.write_factory, handlers(runtime)[Topic.EPISODE_CHANGED]
+    )
 
 
 def run_timer_once(runtime: Runtime) -> int:
@@ -93,6 +100,10 @@ def handlers(runtime: Runtime) -> dict[Topic, Handler]:
 def timers(runtime: Runtime) -> list[WorkerThread]:
     """Loops driven by the clock rather than by events: the deadline timer."""
     return [
-        WorkerThread("indicators-timer", lambda: run_timer_once(runtime), stop=runtime.stop,
-                     interval=runtime.settings.timer_interval.total_seconds()),
+        WorkerThread(
+            "indicators-timer",
+            lambda: run_timer_once(runtime),
+            stop=runtime.stop,
+            interval=runtime.settings.timer_interval.total_seconds(),
+        ),
     ]

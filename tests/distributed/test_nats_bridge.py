@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 
@@ -35,10 +36,8 @@ async def _delete_streams(url: str, prefix: str) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
     for topic in Topic:
-        try:
+        with contextlib.suppress(Exception):
             await js.delete_stream(f"{prefix}_{topic.value.replace('.', '_').upper()}")
-        except Exception:
-            pass
     await nc.close()
 
 
@@ -48,7 +47,9 @@ def bridge_factory(runtime, prefix):
 
     def make(handlers, relay=True):
         runtime.stop.clear()
-        bridge = NatsBridge(runtime, handlers, relay=relay, prefix=prefix, durable_prefix=prefix.lower())
+        bridge = NatsBridge(
+            runtime, handlers, relay=relay, prefix=prefix, durable_prefix=prefix.lower()
+        )
         bridge.start()
         assert bridge.ready.wait(10), "could not connect to NATS at 127.0.0.1:4222"
         bridges.append(bridge)
@@ -91,9 +92,11 @@ def test_a_redelivered_message_changes_nothing(runtime, bridge_factory, prefix):
         nc = await nats.connect(runtime.settings.nats_url)
         js = nc.jetstream()
         # A different msg id gets past JetStream's dedup window: the consumer must cope.
-        await js.publish(subject(prefix, Topic.EPISODE_CHANGED),
-                         orjson.dumps({"id": row_id, "tenant": TENANT, "key": "e0"}),
-                         headers={"Nats-Msg-Id": f"again-{row_id}"})
+        await js.publish(
+            subject(prefix, Topic.EPISODE_CHANGED),
+            orjson.dumps({"id": row_id, "tenant": TENANT, "key": "e0"}),
+            headers={"Nats-Msg-Id": f"again-{row_id}"},
+        )
         await nc.close()
 
     asyncio.run(republish())

@@ -14,7 +14,9 @@ def value(client, headers, code="PIT-2026-23", **params):
     return r.json()
 
 
-def test_stemi_pci_within_90_minutes_counts_in_numerator(app_client, runtime, ingest_headers, reader_headers):
+def test_stemi_pci_within_90_minutes_counts_in_numerator(
+    app_client, runtime, ingest_headers, reader_headers
+):
     assert app_client.post("/fhir", json=stemi_visit(), headers=ingest_headers).status_code == 200
     drain(runtime)
     v = value(app_client, reader_headers)
@@ -27,21 +29,28 @@ def test_stemi_pci_within_90_minutes_counts_in_numerator(app_client, runtime, in
     assert verify(runtime).ok
 
 
-def test_correction_moves_case_out_of_numerator(app_client, runtime, ingest_headers, reader_headers):
+def test_correction_moves_case_out_of_numerator(
+    app_client, runtime, ingest_headers, reader_headers
+):
     app_client.post("/fhir", json=stemi_visit(), headers=ingest_headers)
     late = procedure(start="2026-03-02T11:31:00+08:00")  # 91 minutes after arrival
     app_client.put("/fhir/Procedure/pr1", json=late, headers=ingest_headers)
     drain(runtime)
     v = value(app_client, reader_headers)
     assert (v["numerator"], v["denominator"]) == (0, 1)
-    cases = app_client.get("/api/v1/indicators/PIT-2026-23/cases", headers=reader_headers,
-                           params={"from": "2026-03-01", "to": "2026-03-31"}).json()["cases"]
+    cases = app_client.get(
+        "/api/v1/indicators/PIT-2026-23/cases",
+        headers=reader_headers,
+        params={"from": "2026-03-01", "to": "2026-03-31"},
+    ).json()["cases"]
     assert [c["status"] for c in cases] == ["denominator"]
     assert cases[0]["elapsed_minutes"] == 91.0
     assert verify(runtime).ok
 
 
-def test_pending_without_pci_then_episode_closes(app_client, runtime, clock, ingest_headers, reader_headers):
+def test_pending_without_pci_then_episode_closes(
+    app_client, runtime, clock, ingest_headers, reader_headers
+):
     bundle = transaction(patient(), encounter(), condition())
     app_client.post("/fhir", json=bundle, headers=ingest_headers)
     drain(runtime)

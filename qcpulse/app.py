@@ -18,16 +18,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.indicators import router as indicators_router
-from services.indicators import worker as indicators_worker
+import services.alerts as alerts
 import services.ingest as ingest
 from qcpulse import schema
+from services.indicators import router as indicators_router
+from services.indicators import worker as indicators_worker
 from shared import keys
 from shared.auth import bootstrap
 from shared.bus import Handler, OutboxConsumer, Topic, outbox_threads
 from shared.errors import AppError
-from shared.http import JSONResponse, app_error_handler, validation_error_handler
+from shared.http import (
+    JSONResponse,
+    app_error_handler,
+    http_exception_handler,
+    validation_error_handler,
+)
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from shared.nats_bus import NatsBridge
 from shared.runtime import Runtime
@@ -39,13 +46,16 @@ ServeRole = Literal["all", "ingest", "indicators", "alerts"]
 
 
 def prepare(runtime: Runtime) -> None:
-    """Migrate and bootstrap: what ``serve`` does before it answers."""
+    """Check the indicator definitions, migrate and bootstrap: what ``serve`` does
+    before it answers. A bad definition file stops the start with its file and field."""
+    indicators_worker.catalogue_for(runtime.settings.indicators_dir)
     schema.migrate(runtime.engine)
     settings = runtime.settings
     if settings.bootstrap_tenant and settings.bootstrap_admin_key:
         with runtime.write() as session:
             bootstrap(
-                session, settings.bootstrap_tenant,
+                session,
+                settings.bootstrap_tenant,
                 settings.bootstrap_admin_key.get_secret_value(),
                 timezone=settings.default_timezone,
             )
@@ -58,6 +68,9 @@ def start_workers(runtime: Runtime, role: ServeRole = "all") -> list[threading.T
     if role in ("all", "indicators"):
         handlers.update(indicators_worker.handlers(runtime))
         threads += indicators_worker.timers(runtime)
+    if role in ("all", "alerts"):
+        handlers.update(alerts.handlers(runtime))
+        threads += alerts.loops(runtime)
     if runtime.settings.bus == "nats":
         threads.append(NatsBridge(runtime, handlers))
     else:
@@ -102,6 +115,7 @@ def create_app(
     )
     app.add_exception_handler(AppError, app_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_exception_handler)
 
     @app.middleware("http")
     async def measure(
@@ -129,7 +143,9 @@ def create_app(
         except Exception as exc:  # the database is down: not ready, and say why
             return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
         if not current:
-            return JSONResponse({"status": "unavailable", "detail": "schema not current"}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "detail": "schema not current"}, status_code=503
+            )
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
@@ -140,4 +156,5 @@ def create_app(
     app.include_router(ingest.api_router, tags=["data quality"])
     app.include_router(keys.router, tags=["keys"])
     app.include_router(indicators_router.router, tags=["indicators"])
+    app.include_router(alerts.router, tags=["alerts"])
     return app

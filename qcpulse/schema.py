@@ -10,13 +10,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+import services.alerts.models
 import services.indicators.models
 import services.ingest.models
 import shared.models
 from shared.db import Base
 
 # Importing a models module registers its tables on Base.metadata.
-_MODEL_MODULES = (shared.models, services.ingest.models, services.indicators.models)
+_MODEL_MODULES = (
+    shared.models,
+    services.ingest.models,
+    services.indicators.models,
+    services.alerts.models,
+)
 
 metadata = Base.metadata
 

@@ -1,0 +1,10 @@
+"""Alerts: subscriptions, alert rules (case clocks, department rates), signed webhook
+delivery with retries and a dead-letter state.
+
+Other packages may import only what is listed here.
+"""
+
+from services.alerts.router import router
+from services.alerts.worker import handlers, loops, start_workers
+
+__all__ = ["handlers", "loops", "router", "start_workers"]

@@ -1,0 +1,165 @@
+"""Alert API: subscriptions and deliveries (admin), alerts (reader). Thin: parse, call
+one service function in one transaction, answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from services.alerts import service
+from services.alerts.models import AlertStatus, DeliveryStatus
+from services.alerts.schemas import SubscriptionCreate, SubscriptionUpdate
+from services.indicators.worker import catalogue_for
+from shared.auth import Principal
+from shared.http import JSONResponse, get_runtime, require
+
+router = APIRouter(prefix="/api/v1")
+
+Reader = Annotated[Principal, Depends(require("api:read"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.post("/subscriptions", status_code=201)
+def create_subscription(
+    body: SubscriptionCreate, request: Request, principal: Admin
+) -> JSONResponse:
+    runtime = get_runtime(request)
+    with runtime.write() as session:
+        out = service.create_subscription(
+            session,
+            principal.tenant_id,
+            body,
+            catalogue=catalogue_for(runtime.settings.indicators_dir),
+            settings=runtime.settings,
+            now=runtime.clock.now(),
+        )
+    return JSONResponse(out, status_code=201)
+
+
+@router.get("/subscriptions")
+def list_subscriptions(request: Request, principal: Admin) -> JSONResponse:
+    with get_runtime(request).read() as session:
+        return JSONResponse(service.list_subscriptions(session, principal.tenant_id))
+
+
+@router.get("/subscriptions/{sub_id}")
+def get_subscription(sub_id: str, request: Request, principal: Admin) -> JSONResponse:
+    with get_runtime(request).read() as session:
+        return JSONResponse(service.get_subscription(session, principal.tenant_id, sub_id))
+
+
+@router.patch("/subscriptions/{sub_id}")
+def update_subscription(
+    sub_id: str, body: SubscriptionUpdate, request: Request, principal: Admin
+) -> JSONResponse:
+    runtime = get_runtime(request)
+    with runtime.write() as session:
+        out = service.update_subscription(
+            session,
+            principal.tenant_id,
+            sub_id,
+            body,
+            catalogue=catalogue_for(runtime.settings.indicators_dir),
+            settings=runtime.settings,
+            now=runtime.clock.now(),
+        )
+    return JSONResponse(out)
+
+
+@router.delete("/subscriptions/{sub_id}", status_code=204)
+def delete_subscription(sub_id: str, request: Request, principal: Admin) -> Response:
+    runtime = get_runtime(request)
+    with runtime.write() as session:
+        service.delete_subscription(session, principal.tenant_id, sub_id, runtime.clock.now())
+    return Response(status_code=204)
+
+
+@router.post("/subscriptions/{sub_id}/test", status_code=202)
+def test_subscription(sub_id: str, request: Request, principal: Admin) -> JSONResponse:
+    runtime = get_runtime(request)
+    with runtime.write() as session:
+        out = service.send_test(
+            session,
+            principal.tenant_id,
+            sub_id,
+            settings=runtime.settings,
+            now=runtime.clock.now(),
+        )
+    return JSONResponse(out, status_code=202)
+
+
+@router.get("/subscriptions/{sub_id}/deliveries")
+def list_deliveries(
+    sub_id: str,
+    request: Request,
+    principal: Admin,
+    status: DeliveryStatus | None = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> JSONResponse:
+    with get_runtime(request).read() as session:
+        return JSONResponse(
+            service.list_deliveries(
+                session, principal.tenant_id, sub_id, status=status, limit=limit, cursor=cursor
+            )
+        )
+
+
+@router.get("/deliveries/{delivery_id}")
+def get_delivery(delivery_id: str, request: Request, principal: Admin) -> JSONResponse:
+    with get_runtime(request).read() as session:
+        return JSONResponse(service.get_delivery(session, principal.tenant_id, delivery_id))
+
+
+@router.post("/deliveries/{delivery_id}/retry", status_code=202)
+def retry_delivery(delivery_id: str, request: Request, principal: Admin) -> JSONResponse:
+    runtime = get_runtime(request)
+    with runtime.write() as session:
+        out = service.retry_delivery(
+            session,
+            principal.tenant_id,
+            delivery_id,
+            settings=runtime.settings,
+            now=runtime.clock.now(),
+        )
+    return JSONResponse(out, status_code=202)
+
+
+@router.get("/alerts")
+def list_alerts(
+    request: Request,
+    principal: Reader,
+    status: AlertStatus | None = None,
+    indicator: str | None = None,
+    department: str | None = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> JSONResponse:
+    with get_runtime(request).read() as session:
+        return JSONResponse(
+            service.list_alerts(
+                session,
+                principal,
+                status=status,
+                indicator=indicator,
+                department=department,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+
+@router.get("/alerts/{alert_id}")
+def get_alert(alert_id: str, request: Request, principal: Reader) -> JSONResponse:
+    with get_runtime(request).read() as session:
+        return JSONResponse(service.get_alert(session, principal, alert_id))
+
+
+@router.post("/alerts/{alert_id}/ack")
+def acknowledge(alert_id: str, request: Request, principal: Reader) -> JSONResponse:
+    runtime = get_runtime(request)
+    with runtime.write() as session:
+        return JSONResponse(service.acknowledge(session, principal, alert_id, runtime.clock.now()))

@@ -1,0 +1,145 @@
+"""Request bodies and response shapes of the alert API.
+
+Shapes and closed sets are checked here (a wrong event name is a 422 before any
+service code runs); what needs the catalogue or the settings (indicator codes,
+private addresses) is checked in the service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import httpx
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from services.alerts.models import (
+    Alert,
+    AlertKind,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    Subscription,
+)
+
+ALL = "*"
+
+EventName = AlertKind | Literal["*"]
+
+
+def _check_url(value: str) -> str:
+    value = value.strip()
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if url.scheme not in ("http", "https"):
+        raise ValueError("the URL must be http:// or https://")
+    if not url.host:
+        raise ValueError("the URL has no host")
+    if url.fragment:
+        raise ValueError("the URL may not have a #fragment")
+    return value
+
+
+WebhookURL = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_check_url)]
+Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubscriptionCreate(_Body):
+    url: WebhookURL
+    events: Annotated[list[EventName], Field(min_length=1)]
+    indicators: Names = Field(default_factory=lambda: [ALL])
+    departments: Names = Field(default_factory=lambda: [ALL])
+    description: str = Field(default="", max_length=500)
+
+
+class SubscriptionUpdate(_Body):
+    url: WebhookURL | None = None
+    events: Annotated[list[EventName], Field(min_length=1)] | None = None
+    indicators: Names | None = None
+    departments: Names | None = None
+    description: str | None = Field(default=None, max_length=500)
+    #: ``true`` re-enables a subscription that a 410 Gone (or an admin) disabled.
+    enabled: bool | None = None
+
+
+# -- responses: one place that says what a client sees ----------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def subscription_json(row: Subscription) -> dict[str, Any]:
+    """A subscription as clients see it: never its secret (shown once, at creation)."""
+    return {
+        "id": row.id,
+        "url": row.url,
+        "events": row.events,
+        "indicators": row.indicators,
+        "departments": row.departments,
+        "description": row.description,
+        "enabled": row.enabled,
+        "disabled_reason": row.disabled_reason,
+        "created_at": _iso(row.created_at),
+        "updated_at": _iso(row.updated_at),
+    }
+
+
+def alert_json(row: Alert) -> dict[str, Any]:
+    data = row.payload["data"]
+    return {
+        "id": row.id,
+        "type": row.kind,
+        "status": row.status,
+        "tenant": row.tenant_id,
+        "indicator": data["indicator"],
+        "department": row.department,
+        "episode": data.get("episode"),
+        "case": data.get("case"),
+        "rate": data.get("rate"),
+        "message": data["message"],
+        "created_at": _iso(row.created_at),
+        "acknowledged_at": _iso(row.acknowledged_at),
+        "acknowledged_by": row.acknowledged_by,
+        "resolved_at": _iso(row.resolved_at),
+        "resolution": row.resolution,
+    }
+
+
+def attempt_json(row: DeliveryAttempt) -> dict[str, Any]:
+    return {
+        "number": row.number,
+        "at": _iso(row.started_at),
+        "outcome": row.outcome,
+        "status_code": row.status_code,
+        "latency_ms": row.latency_ms,
+        "error": row.error,
+        "next_retry_at": _iso(row.next_retry_at),
+    }
+
+
+def delivery_json(row: Delivery, attempts: Sequence[DeliveryAttempt]) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "subscription_id": row.subscription_id,
+        "alert_id": row.alert_id,
+        "type": row.event_type,
+        "webhook_id": row.webhook_id,
+        "status": row.status,
+        "attempt_count": row.attempt_count,
+        "next_attempt_at": _iso(row.next_attempt_at)
+        if row.status == DeliveryStatus.PENDING
+        else None,
+        "retry_until": _iso(row.retry_until),
+        "created_at": _iso(row.created_at),
+        "finished_at": _iso(row.finished_at),
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "attempts": [attempt_json(a) for a in attempts],
+    }

@@ -1,0 +1,9 @@
+"""What other packages may import from the alert service (docs/STYLE.md, habit 10)."""
+
+import services.alerts
+
+
+def test_the_public_surface_is_small_and_exists():
+    assert sorted(services.alerts.__all__) == ["handlers", "loops", "router", "start_workers"]
+    for name in services.alerts.__all__:
+        assert getattr(services.alerts, name) is not None

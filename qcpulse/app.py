@@ -21,10 +21,9 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import services.alerts as alerts
+import services.indicators as indicators
 import services.ingest as ingest
 from qcpulse import schema
-from services.indicators import router as indicators_router
-from services.indicators import worker as indicators_worker
 from shared import keys
 from shared.auth import bootstrap
 from shared.bus import Handler, OutboxConsumer, Topic, outbox_threads
@@ -48,7 +47,7 @@ ServeRole = Literal["all", "ingest", "indicators", "alerts"]
 def prepare(runtime: Runtime) -> None:
     """Check the indicator definitions, migrate and bootstrap: what ``serve`` does
     before it answers. A bad definition file stops the start with its file and field."""
-    indicators_worker.catalogue_for(runtime.settings.indicators_dir)
+    indicators.catalogue_for(runtime.settings.indicators_dir)
     schema.migrate(runtime.engine)
     settings = runtime.settings
     if settings.bootstrap_tenant and settings.bootstrap_admin_key:
@@ -66,8 +65,8 @@ def start_workers(runtime: Runtime, role: ServeRole = "all") -> list[threading.T
     handlers: dict[Topic, Handler] = {}
     threads: list[threading.Thread] = []
     if role in ("all", "indicators"):
-        handlers.update(indicators_worker.handlers(runtime))
-        threads += indicators_worker.timers(runtime)
+        handlers.update(indicators.handlers(runtime))
+        threads += indicators.timers(runtime)
     if role in ("all", "alerts"):
         handlers.update(alerts.handlers(runtime))
         threads += alerts.loops(runtime)
@@ -155,6 +154,6 @@ def create_app(
     app.include_router(ingest.router, tags=["fhir"])
     app.include_router(ingest.api_router, tags=["data quality"])
     app.include_router(keys.router, tags=["keys"])
-    app.include_router(indicators_router.router, tags=["indicators"])
+    app.include_router(indicators.router, tags=["indicators"])
     app.include_router(alerts.router, tags=["alerts"])
     return app

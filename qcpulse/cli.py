@@ -69,7 +69,7 @@ def _progress(label: str) -> AbstractContextManager[Advance]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from qcpulse.app import prepare
-    from services.indicators.maintenance import verify
+    from services.indicators import verify
     from shared.runtime import Runtime
 
     runtime = Runtime.from_settings(_settings())
@@ -89,7 +89,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_recompute(args: argparse.Namespace) -> int:
     from qcpulse.app import prepare
-    from services.indicators.maintenance import recompute
+    from services.indicators import recompute
     from shared.runtime import Runtime
 
     runtime = Runtime.from_settings(_settings())

@@ -14,8 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.alerts.models import PING, AlertKind, RateReason
-from services.indicators.definitions import IndicatorDefinition
-from services.indicators.rates import RateStatus
+from services.indicators import IndicatorDefinition, RateStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from services.alerts import service
 from services.alerts.models import AlertStatus, DeliveryStatus
 from services.alerts.schemas import SubscriptionCreate, SubscriptionUpdate
-from services.indicators.worker import catalogue_for
+from services.indicators import catalogue_for
 from shared.auth import Principal
 from shared.http import JSONResponse, get_runtime, require
 

@@ -59,8 +59,7 @@ from services.alerts.messages import CaseFacts, Subject, case_body, rate_body
 from services.alerts.models import AlertKind, RateReason, RateState, Resolution, WatchedCase
 from services.alerts.repository import WatchKey
 from services.alerts.service import NewAlert, new_id, raise_alert, resolve_alerts
-from services.indicators.rates import RateStatus, month_status
-from services.indicators.worker import catalogue_for
+from services.indicators import RateStatus, catalogue_for, month_status
 from shared.clinical import CaseStatus
 from shared.models import OutboxEvent
 from shared.runtime import Runtime

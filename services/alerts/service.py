@@ -54,7 +54,7 @@ from services.alerts.schemas import (
     delivery_json,
     subscription_json,
 )
-from services.indicators.evaluator import Catalogue
+from services.indicators import Catalogue
 from shared.auth import Principal
 from shared.bus import wake_after_commit
 from shared.errors import ConflictError, ForbiddenError, NotFoundError, UnprocessableError

@@ -1,1 +1,25 @@
-"""Indicators: definitions as data, the evaluator, exact incremental counters, the read API."""
+"""Indicators: definitions as data, the evaluator, exact incremental counters, the read API.
+
+Other services may import only what is listed here.
+"""
+
+from services.indicators.definitions import IndicatorDefinition
+from services.indicators.evaluator import Catalogue
+from services.indicators.maintenance import VerifyReport, recompute, verify
+from services.indicators.rates import RateStatus, month_status
+from services.indicators.router import router
+from services.indicators.worker import catalogue_for, handlers, timers
+
+__all__ = [
+    "Catalogue",
+    "IndicatorDefinition",
+    "RateStatus",
+    "VerifyReport",
+    "catalogue_for",
+    "handlers",
+    "month_status",
+    "recompute",
+    "router",
+    "timers",
+    "verify",
+]

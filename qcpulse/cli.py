@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hospital-size", choices=["small", "medium", "large"], default="medium")
     demo.add_argument("--seed", type=int, default=2026)
     demo.add_argument(
-        "--backfill-hours", type=float, default=6.0, help="simulated hours of backlog sent at start"
+        "--backfill-hours", type=float, default=8.0, help="simulated hours of backlog sent at start"
     )
     demo.add_argument("--db", type=Path, help="SQLite file to keep (default: a temporary file)")
     demo.add_argument("--quiet", action="store_true", help="do not print alerts")

@@ -3,33 +3,41 @@
 The hospital runs in compressed time: the server's clinical clock is a
 :class:`~shared.clock.ScaledClock` that runs ``speed`` times faster than the wall
 clock, so deadlines fall due (and alerts fire) in seconds rather than hours. The
-simulation starts a few simulated hours in the past and sends that backlog at once,
-as an integration engine does after an outage, so indicators have data and overdue
-cases raise alerts within the first seconds.
+simulated day starts at 14:00 Shanghai time today, whatever the hour where the demo
+runs (a hospital at 4 a.m. is too quiet to show anything), and the hours before it
+are sent at once as a backlog, as an integration engine does after an outage, so
+indicators have data and overdue cases raise alerts within the first seconds.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
+import os
 import secrets
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
 import uvicorn
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
 from qcpulse.app import create_app, prepare
-from qcpulse.loader import Poster, paced
-from qcpulse.synth import HospitalConfig, generate
+from qcpulse.loader import Poster, load, paced
+from qcpulse.synth import HospitalConfig, Send, generate
 from shared.auth import Role, create_key
 from shared.clock import ScaledClock, utcnow
+from shared.logging import configure_logging
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -41,7 +49,7 @@ class DemoOptions:
     speed: float = 60.0
     hospital_size: str = "medium"
     seed: int = 2026
-    backfill_hours: float = 6.0
+    backfill_hours: float = 8.0
     db: Path | None = None
     quiet: bool = False
 
@@ -102,6 +110,16 @@ class Sink:
             print(f"    {'':<15} {message['en']}", flush=True)
 
 
+def split_backlog(sends: Iterator[Send], now: datetime) -> tuple[list[Send], Iterator[Send]]:
+    """The sends already due (sent at once, concurrently), and the rest (paced)."""
+    backlog: list[Send] = []
+    for send in sends:
+        if send.at > now:
+            return backlog, itertools.chain([send], sends)
+        backlog.append(send)
+    return backlog, iter(())
+
+
 def _keys(runtime: Runtime, tenant: str) -> tuple[str, str]:
     with runtime.write() as session:
         _, ingest_key = create_key(session, tenant, Role.INGEST, name="demo integration engine")
@@ -128,6 +146,10 @@ Clinical times run {options.speed:g}× faster than the wall clock. Alerts appear
 
 def run(options: DemoOptions) -> int:
     env = Settings()
+    if "QCPULSE_LOG_LEVEL" not in os.environ:
+        # The demo prints alerts itself; routine delivery logs would drown them.
+        logging.getLogger().setLevel(logging.WARNING)
+        configure_logging("WARNING")
     tenant = env.bootstrap_tenant or "H0001"
     admin_key = (
         env.bootstrap_admin_key.get_secret_value()
@@ -139,10 +161,12 @@ def run(options: DemoOptions) -> int:
         update={
             "database_url": f"sqlite:///{db}",
             "bootstrap_tenant": tenant,
-            "bootstrap_admin_key": admin_key,
+            "bootstrap_admin_key": SecretStr(admin_key),
         }
     )
-    clock = ScaledClock(utcnow(), options.speed)
+    shanghai = ZoneInfo("Asia/Shanghai")
+    afternoon = datetime.combine(utcnow().astimezone(shanghai).date(), time(14), tzinfo=shanghai)
+    clock = ScaledClock(afternoon, options.speed)
     runtime = Runtime.from_settings(settings, clock=clock)
     prepare(runtime)
     ingest_key, reader_key = _keys(runtime, tenant)
@@ -184,6 +208,8 @@ def run(options: DemoOptions) -> int:
         sends = generate(config, start=start, days=365, seed=options.seed)
         poster = Poster(url, ingest_key)
         try:
+            backlog, sends = split_backlog(sends, clock.now())
+            load(poster, (send.bundle for send in backlog), concurrency=4)
             for send in paced(sends, clock.now, feed_stop):
                 poster.post(orjson.dumps(send.bundle))
         except httpx.HTTPError as exc:
@@ -196,6 +222,8 @@ def run(options: DemoOptions) -> int:
     feeder.start()
     try:
         server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn has already shut down gracefully; Ctrl-C is how the demo stops
     finally:
         feed_stop.set()
         feeder.join(timeout=5)

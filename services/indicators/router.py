@@ -284,16 +284,14 @@ def get_measure_report(
     defn = definition(runtime, code)
     with runtime.read() as session:
         start, end = date_range(runtime, session, principal.tenant_id, start, end)
-        total = queries.Counts()
-        for _, _, counts in queries.day_counts(
+        total = queries.totals(
             session,
             principal.tenant_id,
             code,
             start,
             end,
             allowed_departments(principal, department),
-        ):
-            total = total + counts
+        )
         tz = runtime.tenant_zone(session, principal.tenant_id)
     report = measure_report(
         defn,

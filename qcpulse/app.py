@@ -32,6 +32,7 @@ from shared.http import (
     JSONResponse,
     app_error_handler,
     http_exception_handler,
+    unexpected_error_handler,
     validation_error_handler,
 )
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -115,6 +116,7 @@ def create_app(
     app.add_exception_handler(AppError, app_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
 
     @app.middleware("http")
     async def measure(

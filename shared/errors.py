@@ -116,3 +116,9 @@ class PayloadTooLargeError(AppError):
     status_code = 413
     title = "Payload too large"
     issue_code = "too-costly"
+
+
+class InternalError(AppError):
+    status_code = 500
+    title = "Internal server error"
+    issue_code = "exception"

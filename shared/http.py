@@ -7,14 +7,17 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.auth import Principal, authenticate
-from shared.errors import AppError, Issue, IssueCode, UnprocessableError
+from shared.errors import AppError, InternalError, Issue, IssueCode, UnprocessableError
 from shared.runtime import Runtime
+
+log = structlog.get_logger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 PROBLEM_JSON = "application/problem+json"
@@ -98,3 +101,9 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
     return response
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
+    """A bug is still answered in the contract's error format, and logged with its trace."""
+    log.error("unhandled error", path=request.url.path, exc_info=exc)
+    return render_error(request, InternalError("an unexpected error occurred; it has been logged"))

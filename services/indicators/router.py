@@ -31,6 +31,8 @@ router = APIRouter(prefix="/api/v1")
 Reader = Annotated[Principal, Depends(require("api:read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Format = Literal["json", "csv"]
+#: Rows in one CSV export of cases; beyond it the ``X-Next-Cursor`` header continues.
+CSV_EXPORT_LIMIT = 100_000
 
 
 def definition(runtime: Runtime, code: str) -> IndicatorDefinition:
@@ -247,12 +249,16 @@ def get_cases(
     start: From = None,
     end: To = None,
     department: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
     cursor: str | None = None,
     format: Format = "json",
 ) -> Response:
+    """JSON pages of ``limit`` (default 100) cases; CSV is a whole export unless a
+    ``limit`` is given (up to ``CSV_EXPORT_LIMIT`` rows)."""
     runtime = get_runtime(request)
     definition(runtime, code)
+    if limit is None:
+        limit = CSV_EXPORT_LIMIT if format == "csv" else 100
     with runtime.read() as session:
         rows, next_cursor = queries.cases(
             session,
@@ -267,7 +273,10 @@ def get_cases(
             now=runtime.clock.now(),
         )
     if format == "csv":
-        return csv_response(rows, f"{code}-cases.csv")
+        response = csv_response(rows, f"{code}-cases.csv")
+        if next_cursor:
+            response.headers["X-Next-Cursor"] = next_cursor
+        return response
     return JSONResponse({"code": code, "cases": rows, "next_cursor": next_cursor})
 
 

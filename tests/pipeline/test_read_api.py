@@ -6,6 +6,7 @@ import csv
 import io
 
 import pytest
+from fastapi.testclient import TestClient
 from fhir.resources.R4B.measurereport import MeasureReport
 
 from services.indicators.worker import drain
@@ -267,3 +268,34 @@ def test_reader_limited_to_a_department(app_client, runtime, loaded, admin_heade
 def test_ingest_key_cannot_read_indicators(app_client, ingest_headers):
     assert app_client.get("/api/v1/indicators", headers=ingest_headers).status_code == 403
     assert app_client.get("/api/v1/indicators").status_code == 401
+
+
+def test_csv_export_of_cases_is_whole_by_default(loaded, reader_headers):
+    r = loaded.get(
+        "/api/v1/indicators/PIT-2026-23/cases",
+        params={**RANGE, "format": "csv"},
+        headers=reader_headers,
+    )
+    assert len(list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))) == 6
+    assert "x-next-cursor" not in r.headers
+    r = loaded.get(
+        "/api/v1/indicators/PIT-2026-23/cases",
+        params={**RANGE, "format": "csv", "limit": 4},
+        headers=reader_headers,
+    )
+    assert len(list(csv.DictReader(io.StringIO(r.text.lstrip("\ufeff"))))) == 4
+    assert r.headers["x-next-cursor"]
+
+
+def test_an_unexpected_error_is_still_problem_json(app_client, reader_headers, monkeypatch):
+    from services.indicators import queries
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(queries, "totals", broken)
+    with TestClient(app_client.app, raise_server_exceptions=False) as client:
+        r = client.get("/api/v1/indicators/PIT-2026-23/value", headers=reader_headers)
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "boom" not in r.text  # no internals leak to the client

@@ -201,7 +201,7 @@ def _apply(unit: IngestUnit, entry: Entry) -> WriteResult:
     if entry.method == "DELETE":
         return unit.delete(entry.type, entry.id)
     assert entry.resource is not None
-    return unit.put(entry.resource, method=entry.method, validated=True)
+    return unit.put(entry.resource, method=entry.method, validated=True, want_body=False)
 
 
 def process_bundle(unit: IngestUnit, bundle: Any, *, max_entries: int) -> JSON:

@@ -2,32 +2,136 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.ingest.models import EpisodeRow, FactRow, ResourceVersion, StoredResource
 
+_CHUNK = 500
 
-def current_rows(
-    session: Session, tenant_id: str, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], StoredResource]:
-    """The current rows for many (type, id) keys in one round trip per type."""
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     by_type: dict[str, set[str]] = {}
     for rtype, rid in keys:
         by_type.setdefault(rtype, set()).add(rid)
-    found: dict[tuple[str, str], StoredResource] = {}
-    for rtype, ids in by_type.items():
-        rows = session.scalars(
-            sa.select(StoredResource).where(
-                StoredResource.tenant_id == tenant_id,
-                StoredResource.type == rtype,
-                StoredResource.id.in_(ids),
+    return {rtype: sorted(ids) for rtype, ids in by_type.items()}
+
+
+_R = StoredResource.__table__
+_F = FactRow.__table__
+_E = EpisodeRow.__table__
+
+# Built once: constructing a statement per call costs more than running it on SQLite.
+_HEADS = sa.select(_R.c.id, _R.c.version, _R.c.content_hash, _R.c.deleted, _R.c.last_updated).where(
+    _R.c.tenant_id == sa.bindparam("tenant"),
+    _R.c.type == sa.bindparam("type"),
+    _R.c.id.in_(sa.bindparam("ids", expanding=True)),
+)
+_BODY = sa.select(_R.c.body).where(
+    _R.c.tenant_id == sa.bindparam("tenant"),
+    _R.c.type == sa.bindparam("type"),
+    _R.c.id == sa.bindparam("id"),
+)
+_FACT_LINKS = sa.select(_F.c.resource_id, _F.c.encounter_id, _F.c.link_ref).where(
+    _F.c.tenant_id == sa.bindparam("tenant"),
+    _F.c.resource_type == sa.bindparam("type"),
+    _F.c.resource_id.in_(sa.bindparam("ids", expanding=True)),
+)
+_LINKED_REFS = (
+    sa.select(_F.c.link_ref)
+    .where(
+        _F.c.tenant_id == sa.bindparam("tenant"),
+        _F.c.link_ref.in_(sa.bindparam("refs", expanding=True)),
+    )
+    .distinct()
+)
+_EPISODES_IN = sa.select(_E.c.encounter_id).where(
+    _E.c.tenant_id == sa.bindparam("tenant"),
+    _E.c.encounter_id.in_(sa.bindparam("ids", expanding=True)),
+)
+# ``unnest`` yields the (sorted) array in order, so the locks are taken in that order.
+_LOCK = sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k")
+_LINKED_TO = sa.select(_F.c.resource_type, _F.c.resource_id, _F.c.encounter_id).where(
+    _F.c.tenant_id == sa.bindparam("tenant"), _F.c.link_ref == sa.bindparam("ref")
+)
+
+
+def lock_keys(session: Session, tenant_id: str, keys: Iterable[tuple[str, str]]) -> None:
+    """On PostgreSQL, take a transaction-scoped advisory lock per resource, in one sorted
+    order. Bundles that share resources then queue instead of deadlocking on the
+    unique indexes they insert into in entry order. SQLite has one writer anyway."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    ids = sorted(
+        {
+            int.from_bytes(
+                hashlib.blake2b(f"{tenant_id}/{t}/{i}".encode(), digest_size=8).digest(),
+                "big",
+                signed=True,
             )
-        )
-        for row in rows:
-            found[(row.type, row.id)] = row
+            for t, i in keys
+        }
+    )
+    if ids:
+        session.execute(_LOCK, {"ids": ids})
+
+
+def current_heads(
+    session: Session, tenant_id: str, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[int, str, bool, datetime]]:
+    """(version, content_hash, deleted, last_updated) of the current rows for many
+    (type, id) keys, one round trip per type; bodies are not read."""
+    found: dict[tuple[str, str], tuple[int, str, bool, datetime]] = {}
+    for rtype, ids in _by_type(keys).items():
+        for chunk in _chunks(ids):
+            rows = session.execute(_HEADS, {"tenant": tenant_id, "type": rtype, "ids": chunk})
+            for rid, version, digest, deleted, last_updated in rows:
+                found[(rtype, rid)] = (version, digest, deleted, last_updated)
+    return found
+
+
+def current_body(session: Session, tenant_id: str, rtype: str, rid: str) -> dict[str, Any] | None:
+    body: dict[str, Any] | None = session.scalar(
+        _BODY, {"tenant": tenant_id, "type": rtype, "id": rid}
+    )
+    return body
+
+
+def fact_links(
+    session: Session, tenant_id: str, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+    """(encounter_id, link_ref) of the facts of many resources."""
+    found: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    for rtype, ids in _by_type(keys).items():
+        for chunk in _chunks(ids):
+            rows = session.execute(_FACT_LINKS, {"tenant": tenant_id, "type": rtype, "ids": chunk})
+            for rid, encounter_id, link_ref in rows:
+                found[(rtype, rid)] = (encounter_id, link_ref)
+    return found
+
+
+def linked_refs(session: Session, tenant_id: str, refs: Iterable[str]) -> set[str]:
+    """Which of ``refs`` some fact links to."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(refs)):
+        found.update(session.scalars(_LINKED_REFS, {"tenant": tenant_id, "refs": chunk}))
+    return found
+
+
+def existing_episodes(session: Session, tenant_id: str, encounter_ids: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(encounter_ids))):
+        found.update(session.scalars(_EPISODES_IN, {"tenant": tenant_id, "ids": chunk}))
     return found
 
 
@@ -51,10 +155,12 @@ def episodes_of_patient(session: Session, tenant_id: str, patient_id: str) -> Se
     ).all()
 
 
-def facts_linked_to(session: Session, tenant_id: str, ref: str) -> Sequence[FactRow]:
-    return session.scalars(
-        sa.select(FactRow).where(FactRow.tenant_id == tenant_id, FactRow.link_ref == ref)
-    ).all()
+def facts_linked_to(
+    session: Session, tenant_id: str, ref: str
+) -> list[tuple[str, str, str | None]]:
+    """(type, id, encounter_id) of the facts that link to ``ref``."""
+    rows = session.execute(_LINKED_TO, {"tenant": tenant_id, "ref": ref})
+    return [(rtype, rid, encounter_id) for rtype, rid, encounter_id in rows]
 
 
 def facts_of_episode(session: Session, tenant_id: str, encounter_id: str) -> Sequence[FactRow]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import instance_state
 
 from services.ingest import repository
 from services.ingest.mapping import (
@@ -63,62 +62,173 @@ def with_meta(resource: JSON, version: int, last_updated: datetime) -> JSON:
     return {**resource, "meta": meta}
 
 
+@dataclass(slots=True)
+class Head:
+    """What a unit needs of a current row to decide a write: never its body."""
+
+    version: int
+    content_hash: str
+    deleted: bool
+    last_updated: datetime
+
+
+@dataclass(slots=True)
+class _Fact:
+    encounter_id: str | None
+    link_ref: str | None
+
+
+_RESOURCES = cast(sa.Table, StoredResource.__table__)
+_VERSIONS = cast(sa.Table, ResourceVersion.__table__)
+_FACTS = cast(sa.Table, FactRow.__table__)
+_EPISODES = cast(sa.Table, EpisodeRow.__table__)
+
+
+def _by_key(table: sa.Table, *columns: str) -> sa.ColumnElement[bool]:
+    return sa.and_(*(table.c[c] == sa.bindparam(f"k_{c}") for c in columns))
+
+
+# Built once: constructing a statement per write costs about as much as running it.
+_INSERT_VERSION = sa.insert(_VERSIONS)
+_INSERT_RESOURCE = sa.insert(_RESOURCES)
+_UPDATE_RESOURCE = (
+    sa.update(_RESOURCES)
+    .where(_by_key(_RESOURCES, "tenant_id", "type", "id"))
+    .values(
+        {c: sa.bindparam(c) for c in ("version", "content_hash", "body", "deleted", "last_updated")}
+    )
+)
+_EPISODE_FIELDS = (
+    "status",
+    "class_code",
+    "department",
+    "department_name",
+    "patient_id",
+    "arrival",
+    "discharge",
+    "birth_date",
+)
+_INSERT_EPISODE = sa.insert(_EPISODES)
+_UPDATE_EPISODE = (
+    sa.update(_EPISODES)
+    .where(_by_key(_EPISODES, "tenant_id", "encounter_id"))
+    .values({c: sa.bindparam(c) for c in _EPISODE_FIELDS})
+)
+_DELETE_EPISODE = sa.delete(_EPISODES).where(_by_key(_EPISODES, "tenant_id", "encounter_id"))
+_FACT_FIELDS = ("encounter_id", "link_ref", "patient_id", "kind", "time", "data")
+_INSERT_FACT = sa.insert(_FACTS)
+_UPDATE_FACT = (
+    sa.update(_FACTS)
+    .where(_by_key(_FACTS, "tenant_id", "resource_type", "resource_id"))
+    .values({c: sa.bindparam(c) for c in _FACT_FIELDS})
+)
+_RELINK_FACT = (
+    sa.update(_FACTS)
+    .where(_by_key(_FACTS, "tenant_id", "resource_type", "resource_id"))
+    .values(encounter_id=sa.bindparam("encounter_id"))
+)
+_DELETE_FACT = sa.delete(_FACTS).where(_by_key(_FACTS, "tenant_id", "resource_type", "resource_id"))
+_PATIENT_EPISODES = sa.select(_EPISODES.c.encounter_id).where(
+    _by_key(_EPISODES, "tenant_id", "patient_id")
+)
+_SET_BIRTH_DATE = (
+    sa.update(_EPISODES)
+    .where(_by_key(_EPISODES, "tenant_id", "patient_id"))
+    .values(birth_date=sa.bindparam("birth_date"))
+)
+
+
 @dataclass
 class IngestUnit:
+    """Writes go straight to the tables with Core statements, in the caller's
+    transaction: the ORM unit of work and loading full bodies cost more than the work
+    itself (docs/PERFORMANCE.md). What the unit read or wrote is cached, so the same
+    resource twice in one Bundle sees its own earlier write."""
+
     session: Session
     tenant_id: str
     tz: ZoneInfo
     now: datetime
     touched: set[str] = field(default_factory=set)
-    _unflushed_links: bool = False
-    _unflushed_episodes: bool = False
-    _cache: dict[tuple[str, str], StoredResource | None] = field(default_factory=dict)
-    # Sessions do not autoflush and ``Session.get`` never returns pending rows, so rows
-    # this unit added are looked up here: the same resource twice in one Bundle must
-    # update its fact/episode, not insert a duplicate key.
-    _facts: dict[tuple[str, str], FactRow | None] = field(default_factory=dict)
-    _episodes: dict[str, EpisodeRow | None] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], Head | None] = field(default_factory=dict)
+    _facts: dict[tuple[str, str], _Fact | None] = field(default_factory=dict)
+    _episodes: dict[str, bool] = field(default_factory=dict)
+    #: Refs whose linked facts are known to be none (checked by a prefetch).
+    _unlinked: set[str] = field(default_factory=set)
+    _births: dict[str, date | None] = field(default_factory=dict)
+    #: Prefetched keys whose facts and episodes are not loaded yet.
+    _to_map: set[tuple[str, str]] = field(default_factory=set)
 
     # -- reading -----------------------------------------------------------------
 
     def prefetch(self, keys: list[tuple[str, str]]) -> None:
-        missing = [k for k in keys if k not in self._cache]
+        """Load the current heads of ``keys`` in one query per type. Their facts,
+        episodes and links are loaded together on the first write that needs any of
+        them, so a Bundle of identical re-sends costs one query per type."""
+        missing = sorted({k for k in keys if k not in self._cache})
         if not missing:
             return
-        found = repository.current_rows(self.session, self.tenant_id, missing)
+        repository.lock_keys(self.session, self.tenant_id, missing)
+        found = repository.current_heads(self.session, self.tenant_id, missing)
         for key in missing:
-            self._cache[key] = found.get(key)
+            row = found.get(key)
+            self._cache[key] = Head(*row) if row is not None else None
+        self._to_map.update(missing)
 
-    def current(self, rtype: str, rid: str) -> StoredResource | None:
+    def _load_mapping(self) -> None:
+        keys, self._to_map = self._to_map, set()
+        fact_keys = [k for k in keys if k[0] in MAPPED_TYPES and k not in self._facts]
+        if fact_keys:
+            facts = repository.fact_links(self.session, self.tenant_id, fact_keys)
+            for key in fact_keys:
+                link = facts.get(key)
+                self._facts[key] = _Fact(*link) if link is not None else None
+            refs = {f"{t}/{i}" for t, i in fact_keys}
+            linked = repository.linked_refs(self.session, self.tenant_id, refs)
+            self._unlinked |= refs - linked
+        encounters = [i for t, i in keys if t == "Encounter" and i not in self._episodes]
+        if encounters:
+            existing = repository.existing_episodes(self.session, self.tenant_id, encounters)
+            for eid in encounters:
+                self._episodes[eid] = eid in existing
+
+    def current(self, rtype: str, rid: str) -> Head | None:
         key = (rtype, rid)
         if key not in self._cache:
-            self._cache[key] = self.session.get(StoredResource, (self.tenant_id, rtype, rid))
+            row = repository.current_heads(self.session, self.tenant_id, [key]).get(key)
+            self._cache[key] = Head(*row) if row is not None else None
         return self._cache[key]
 
     def forget(self, rtype: str, rid: str) -> None:
-        """Drop a cached row whose write was rolled back (a failed batch entry)."""
+        """Drop cached state whose write was rolled back (a failed batch entry)."""
         self._cache.pop((rtype, rid), None)
         self._facts.clear()
         self._episodes.clear()
+        self._unlinked.clear()
+        self._births.clear()
+        self._to_map.clear()
 
-    def _fact(self, rtype: str, rid: str) -> FactRow | None:
+    def _fact(self, rtype: str, rid: str) -> _Fact | None:
         key = (rtype, rid)
         if key not in self._facts:
-            self._facts[key] = self.session.get(FactRow, (self.tenant_id, rtype, rid))
+            link = repository.fact_links(self.session, self.tenant_id, [key]).get(key)
+            self._facts[key] = _Fact(*link) if link is not None else None
         return self._facts[key]
 
-    def _episode(self, encounter_id: str) -> EpisodeRow | None:
+    def _episode_exists(self, encounter_id: str) -> bool:
         if encounter_id not in self._episodes:
-            self._episodes[encounter_id] = self.session.get(
-                EpisodeRow, (self.tenant_id, encounter_id)
+            self._episodes[encounter_id] = bool(
+                repository.existing_episodes(self.session, self.tenant_id, [encounter_id])
             )
         return self._episodes[encounter_id]
 
-    def _discard(self, row: FactRow | EpisodeRow) -> None:
-        if instance_state(row).pending:
-            self.session.expunge(row)
-        else:
-            self.session.delete(row)
+    def _birth_date(self, patient_id: str) -> date | None:
+        if patient_id not in self._births:
+            body = repository.current_body(self.session, self.tenant_id, "Patient", patient_id)
+            self._births[patient_id] = (
+                parse_date(body.get("birthDate")) if body is not None else None
+            )
+        return self._births[patient_id]
 
     def is_unchanged(self, rtype: str, rid: str, digest: str) -> bool:
         row = self.current(rtype, rid)
@@ -126,49 +236,36 @@ class IngestUnit:
 
     # -- writing -----------------------------------------------------------------
 
-    def put(self, resource: JSON, *, method: str = "PUT", validated: bool = False) -> WriteResult:
-        """Create or update ``resource`` (its ``id`` set). Identical content is a no-op."""
+    def put(
+        self,
+        resource: JSON,
+        *,
+        method: str = "PUT",
+        validated: bool = False,
+        want_body: bool = True,
+    ) -> WriteResult:
+        """Create or update ``resource`` (its ``id`` set). Identical content is a no-op.
+
+        ``want_body=False`` spares reading the stored body of an unchanged resource
+        when the caller does not answer with it (Bundle responses)."""
         rtype, rid = str(resource["resourceType"]), str(resource["id"])
         digest = content_hash(resource)
         row = self.current(rtype, rid)
         if row is not None and not row.deleted and row.content_hash == digest:
             RESOURCES_INGESTED.labels(rtype, "unchanged").inc()
-            return WriteResult(rtype, rid, row.version, "unchanged", row.last_updated, row.body)
+            stored = (
+                repository.current_body(self.session, self.tenant_id, rtype, rid)
+                if want_body
+                else None
+            )
+            return WriteResult(rtype, rid, row.version, "unchanged", row.last_updated, stored)
         if not validated and (issues := validate_resource(resource)):
             raise UnprocessableError(issues[0].diagnostics, issues=issues)
         version = 1 if row is None else row.version + 1
         body = with_meta(resource, version, self.now)
-        self.session.add(
-            ResourceVersion(
-                tenant_id=self.tenant_id,
-                type=rtype,
-                id=rid,
-                version=version,
-                content_hash=digest,
-                body=body,
-                method=method,
-                deleted=False,
-                last_updated=self.now,
-            )
-        )
-        if row is None:
-            row = StoredResource(
-                tenant_id=self.tenant_id,
-                type=rtype,
-                id=rid,
-                version=version,
-                content_hash=digest,
-                body=body,
-                deleted=False,
-                last_updated=self.now,
-            )
-            self.session.add(row)
-            self._cache[(rtype, rid)] = row
-            status: WriteStatus = "created"
-        else:
-            status = "created" if row.deleted else "updated"
-            row.version, row.content_hash, row.body = version, digest, body
-            row.deleted, row.last_updated = False, self.now
+        self._write_version(rtype, rid, version, digest, body, method)
+        status: WriteStatus = "created" if row is None or row.deleted else "updated"
+        self._cache[(rtype, rid)] = Head(version, digest, False, self.now)
         self._remap(rtype, rid, body)
         RESOURCES_INGESTED.labels(rtype, status).inc()
         return WriteResult(rtype, rid, version, status, self.now, body)
@@ -182,24 +279,33 @@ class IngestUnit:
         if row.deleted:
             return WriteResult(rtype, rid, row.version, "unchanged", row.last_updated, None)
         version = row.version + 1
-        self.session.add(
-            ResourceVersion(
-                tenant_id=self.tenant_id,
-                type=rtype,
-                id=rid,
-                version=version,
-                content_hash="",
-                body=None,
-                method="DELETE",
-                deleted=True,
-                last_updated=self.now,
-            )
-        )
-        row.version, row.content_hash, row.body = version, "", None
-        row.deleted, row.last_updated = True, self.now
+        self._write_version(rtype, rid, version, "", None, "DELETE")
+        self._cache[(rtype, rid)] = Head(version, "", True, self.now)
         self._remap(rtype, rid, None)
         RESOURCES_INGESTED.labels(rtype, "deleted").inc()
         return WriteResult(rtype, rid, version, "deleted", self.now, None)
+
+    def _write_version(
+        self, rtype: str, rid: str, version: int, digest: str, body: JSON | None, method: str
+    ) -> None:
+        values = {
+            "tenant_id": self.tenant_id,
+            "type": rtype,
+            "id": rid,
+            "version": version,
+            "content_hash": digest,
+            "body": body,
+            "deleted": body is None,
+            "last_updated": self.now,
+        }
+        self.session.execute(_INSERT_VERSION, [{**values, "method": method}])
+        if version == 1:
+            self.session.execute(_INSERT_RESOURCE, [values])
+        else:
+            self.session.execute(
+                _UPDATE_RESOURCE,
+                {**values, "k_tenant_id": self.tenant_id, "k_type": rtype, "k_id": rid},
+            )
 
     def finish(self) -> None:
         """Announce every touched episode once, in this transaction."""
@@ -216,6 +322,8 @@ class IngestUnit:
     # -- mapping -----------------------------------------------------------------
 
     def _remap(self, rtype: str, rid: str, body: JSON | None) -> None:
+        if self._to_map:
+            self._load_mapping()
         if rtype == "Encounter":
             self._remap_encounter(rid, body)
         elif rtype == "Patient":
@@ -225,19 +333,14 @@ class IngestUnit:
 
     def _remap_encounter(self, rid: str, body: JSON | None) -> None:
         fields = map_encounter(body, self.tz) if body is not None else None
-        row = self._episode(rid)
+        exists = self._episode_exists(rid)
         self.touched.add(rid)
-        self._unflushed_episodes = True
+        key = {"k_tenant_id": self.tenant_id, "k_encounter_id": rid}
         if fields is None:
-            if row is not None:
-                self._discard(row)
-                self._episodes[rid] = None
+            if exists:
+                self.session.execute(_DELETE_EPISODE, key)
+                self._episodes[rid] = False
             return
-        birth_date = None
-        if fields.patient_id:
-            patient = self.current("Patient", fields.patient_id)
-            if patient is not None and patient.body is not None:
-                birth_date = parse_date(patient.body.get("birthDate"))
         values = {
             "status": fields.status,
             "class_code": fields.class_code,
@@ -246,35 +349,34 @@ class IngestUnit:
             "patient_id": fields.patient_id,
             "arrival": fields.arrival,
             "discharge": fields.discharge,
-            "birth_date": birth_date,
+            "birth_date": self._birth_date(fields.patient_id) if fields.patient_id else None,
         }
-        if row is None:
-            row = EpisodeRow(tenant_id=self.tenant_id, encounter_id=rid, **values)
-            self.session.add(row)
-            self._episodes[rid] = row
+        if exists:
+            self.session.execute(_UPDATE_EPISODE, {**values, **key})
         else:
-            for name, value in values.items():
-                setattr(row, name, value)
+            self.session.execute(
+                _INSERT_EPISODE, [{"tenant_id": self.tenant_id, "encounter_id": rid, **values}]
+            )
+            self._episodes[rid] = True
 
     def _remap_patient(self, rid: str, body: JSON | None) -> None:
         birth_date = parse_date(body.get("birthDate")) if body is not None else None
-        if self._unflushed_episodes:
-            # Episodes added or re-pointed earlier in this unit must be visible to the query.
-            self.session.flush()
-            self._unflushed_episodes = False
-        for episode in repository.episodes_of_patient(self.session, self.tenant_id, rid):
-            episode.birth_date = birth_date
-            self.touched.add(episode.encounter_id)
+        self._births[rid] = birth_date
+        key = {"k_tenant_id": self.tenant_id, "k_patient_id": rid}
+        self.touched.update(self.session.scalars(_PATIENT_EPISODES, key))
+        self.session.execute(_SET_BIRTH_DATE, {**key, "birth_date": birth_date})
 
     def _remap_fact(self, rtype: str, rid: str, body: JSON | None) -> None:
         mapped = map_fact(body, self.tz) if body is not None else None
         row = self._fact(rtype, rid)
         if row is not None and row.encounter_id:
             self.touched.add(row.encounter_id)
+        key = (rtype, rid)
+        where = {"k_tenant_id": self.tenant_id, "k_resource_type": rtype, "k_resource_id": rid}
         if mapped is None:
             if row is not None:
-                self._discard(row)
-                self._facts[(rtype, rid)] = None
+                self.session.execute(_DELETE_FACT, where)
+                self._facts[key] = None
             self._relink(f"{rtype}/{rid}", None)
             return
         encounter_id = mapped.encounter_id
@@ -290,32 +392,45 @@ class IngestUnit:
             "time": mapped.fact.time,
             "data": fact_to_json(mapped.fact),
         }
-        # A link added or changed here must be flushed before ``_relink`` queries links.
-        self._unflushed_links |= mapped.link_ref is not None or (
-            row is not None and row.link_ref is not None
-        )
+        if mapped.link_ref is not None:
+            self._unlinked.discard(mapped.link_ref)
         if row is None:
-            row = FactRow(tenant_id=self.tenant_id, resource_type=rtype, resource_id=rid, **values)
-            self.session.add(row)
-            self._facts[(rtype, rid)] = row
+            self.session.execute(
+                _INSERT_FACT,
+                [
+                    {
+                        "tenant_id": self.tenant_id,
+                        "resource_type": rtype,
+                        "resource_id": rid,
+                        **values,
+                    }
+                ],
+            )
         else:
-            for name, value in values.items():
-                setattr(row, name, value)
+            self.session.execute(_UPDATE_FACT, {**values, **where})
+        self._facts[key] = _Fact(encounter_id, mapped.link_ref)
         if encounter_id:
             self.touched.add(encounter_id)
         self._relink(f"{rtype}/{rid}", encounter_id)
 
     def _relink(self, ref: str, encounter_id: str | None) -> None:
         """Facts that join an episode through ``ref`` follow it."""
-        if self._unflushed_links:
-            # A linking fact added earlier in this unit must be visible to the query.
-            self.session.flush()
-            self._unflushed_links = False
-        for linked in repository.facts_linked_to(self.session, self.tenant_id, ref):
-            if linked.encounter_id != encounter_id:
-                if linked.encounter_id:
-                    self.touched.add(linked.encounter_id)
-                linked.encounter_id = encounter_id
+        if ref in self._unlinked:
+            return  # a prefetch found no fact linking here, and none was written since
+        for rtype, rid, current in repository.facts_linked_to(self.session, self.tenant_id, ref):
+            if current != encounter_id:
+                if current:
+                    self.touched.add(current)
+                self.session.execute(
+                    _RELINK_FACT,
+                    {
+                        "k_tenant_id": self.tenant_id,
+                        "k_resource_type": rtype,
+                        "k_resource_id": rid,
+                        "encounter_id": encounter_id,
+                    },
+                )
+                self._facts[(rtype, rid)] = _Fact(encounter_id, ref)
                 if encounter_id:
                     self.touched.add(encounter_id)
 

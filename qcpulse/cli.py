@@ -160,6 +160,18 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0 if stats.failed == 0 else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.cli import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def _bench_argv(argv: Sequence[str] | None) -> list[str] | None:
+    """``qcpulse bench …`` forwards everything after ``bench`` (options included)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return args[1:] if args[:1] == ["bench"] else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qcpulse",
@@ -238,10 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     recompute.add_argument("--tenant", help="only this tenant (default: all)")
     recompute.set_defaults(func=cmd_recompute)
 
+    bench = sub.add_parser(
+        "bench", help="run the benchmarks (same as python -m bench)", add_help=False
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if (bench_args := _bench_argv(argv)) is not None:
+        return cmd_bench(argparse.Namespace(bench_args=bench_args))
     args = build_parser().parse_args(argv)
     func: Command = args.func
     return func(args)

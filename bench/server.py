@@ -1,0 +1,279 @@
+"""A real ``qcpulse serve`` subprocess on loopback with a fresh database, and the
+HTTP clients that drive it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+
+ADMIN_KEY = "bench-admin-secret-0123456789"
+TENANT = "H0001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def postgres_version(admin_url: str) -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(admin_url, connect_timeout=3) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            return str(row[0]) if row else None
+    except Exception:
+        return None
+
+
+class Database:
+    """A fresh database: a SQLite file in a temporary directory, or a scratch
+    PostgreSQL database (``qcpulse_bench_<pid>_<n>``) dropped afterwards."""
+
+    _counter = 0
+
+    def __init__(self, kind: str, pg_admin_url: str) -> None:
+        self.kind = kind
+        self.pg_admin_url = pg_admin_url
+        self._tmp: str | None = None
+        self._pg_name: str | None = None
+        self.url = ""
+
+    def __enter__(self) -> Database:
+        if self.kind == "sqlite":
+            self._tmp = tempfile.mkdtemp(prefix="qcpulse-bench-")
+            self.url = f"sqlite:///{self._tmp}/bench.db"
+        else:
+            import psycopg
+
+            Database._counter += 1
+            self._pg_name = f"qcpulse_bench_{os.getpid()}_{Database._counter}"
+            with psycopg.connect(self.pg_admin_url, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}"')
+                conn.execute(f'CREATE DATABASE "{self._pg_name}"')
+            self.url = _with_database(self.pg_admin_url, self._pg_name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._pg_name:
+            import psycopg
+
+            with psycopg.connect(self.pg_admin_url, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
+
+
+@dataclass
+class Server:
+    """``qcpulse serve`` as a subprocess; ``url`` once started."""
+
+    database_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    _keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def __enter__(self) -> Server:
+        env = {
+            **os.environ,
+            "QCPULSE_DATABASE_URL": self.database_url,
+            "QCPULSE_BOOTSTRAP_TENANT": TENANT,
+            "QCPULSE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+            "QCPULSE_LOG_LEVEL": "WARNING",
+            **self.env,
+        }
+        code = "from qcpulse.cli import main; raise SystemExit(main())"
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, "serve", "--port", str(self.port)],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"qcpulse serve exited: {self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("qcpulse serve did not become ready in 60 s")
+
+    def log_tail(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-2000:]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def key(self, tenant: str, role: str = "admin") -> str:
+        """A key for ``tenant`` (created with the tenant when absent), made through the
+        product's own key code against the server's database."""
+        if tenant == TENANT and role == "admin":
+            return ADMIN_KEY
+        cache_key = f"{tenant}:{role}"
+        if cache_key not in self._keys:
+            from shared.auth import Role, create_key, ensure_tenant
+            from shared.db import create_engine_for, make_session_factory, transaction
+
+            engine = create_engine_for(self.database_url)
+            try:
+                with transaction(make_session_factory(engine)) as session:
+                    ensure_tenant(session, tenant, timezone="Asia/Shanghai")
+                    _, secret = create_key(session, tenant, Role(role), name="bench")
+            finally:
+                engine.dispose()
+            self._keys[cache_key] = secret
+        return self._keys[cache_key]
+
+    def cpu_seconds(self) -> float:
+        times = psutil.Process(self.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def rss(self) -> int:
+        return int(psutil.Process(self.pid).memory_info().rss)
+
+
+def client(base_url: str, key: str, *, timeout: float = 120.0) -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/fhir+json"},
+        timeout=timeout,
+    )
+
+
+@dataclass
+class Load:
+    """What posting a list of requests found."""
+
+    requests: int = 0
+    resources: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+Request = tuple[str, str, bytes, int]  # method, path, body, resources it carries
+
+
+def post_all(
+    base_url: str,
+    key: str,
+    requests: list[Request],
+    *,
+    clients: int,
+    server: Server | None = None,
+    rate: float | None = None,
+    stop: threading.Event | None = None,
+) -> Load:
+    """Send every request from ``clients`` concurrent clients (each its own connection),
+    optionally paced to ``rate`` requests per second in total."""
+    load = Load()
+    lock = threading.Lock()
+    cursor = iter(range(len(requests)))
+    started = time.perf_counter()
+
+    def worker() -> None:
+        with client(base_url, key) as http:
+            while True:
+                if stop is not None and stop.is_set():
+                    return
+                with lock:
+                    index = next(cursor, None)
+                if index is None:
+                    return
+                if rate:
+                    due = started + index / rate
+                    if (wait := due - time.perf_counter()) > 0:
+                        time.sleep(wait)
+                method, path, body, n = requests[index]
+                t0 = time.perf_counter()
+                try:
+                    response = http.request(method, path, content=body)
+                    status = response.status_code
+                except httpx.HTTPError as exc:
+                    status, response = 599, None
+                    with lock:
+                        load.errors.append(repr(exc))
+                elapsed = time.perf_counter() - t0
+                with lock:
+                    load.requests += 1
+                    load.latencies.append(elapsed)
+                    if status >= 400:
+                        load.failed += 1
+                        if response is not None and len(load.errors) < 5:
+                            load.errors.append(f"HTTP {status}: {response.text[:300]}")
+                    else:
+                        load.resources += n
+
+    cpu0 = server.cpu_seconds() if server else 0.0
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    load.seconds = time.perf_counter() - started
+    load.cpu_seconds = (server.cpu_seconds() - cpu0) if server else 0.0
+    return load
+
+
+@contextlib.contextmanager
+def rss_sampler(server: Server, interval: float = 0.02) -> Iterator[dict[str, Any]]:
+    """Sample the server's RSS in a thread; ``peak`` in bytes when the block ends."""
+    out: dict[str, Any] = {"peak": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            with contextlib.suppress(psutil.Error):
+                out["peak"] = max(out["peak"], server.rss())
+            done.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        done.set()
+        thread.join()

@@ -7,7 +7,8 @@ only ``flush``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -80,12 +81,16 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
         engine = sa.create_engine(
             url,
             echo=echo,
+            hide_parameters=True,
             connect_args={"check_same_thread": False, "timeout": 30},
             json_serializer=lambda v: orjson.dumps(v).decode(),
         )
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # hide_parameters: an error's message must never carry FHIR bodies into the logs.
+    return sa.create_engine(
+        url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -143,3 +148,24 @@ def is_postgres(session_or_engine: Session | Engine) -> bool:
         else session_or_engine
     )
     return bind.dialect.name == "postgresql"
+
+
+_ADVISORY_LOCKS = sa.text(
+    "SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k"
+)
+
+
+def advisory_locks(session: Session, names: Iterable[str]) -> None:
+    """On PostgreSQL, take a transaction-scoped advisory lock per name, in one sorted
+    order, so that writers of the same things queue instead of interleaving (and two
+    writers never deadlock). A no-op on SQLite, which has one writer anyway."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    ids = sorted(
+        {
+            int.from_bytes(hashlib.blake2b(n.encode(), digest_size=8).digest(), "big", signed=True)
+            for n in names
+        }
+    )
+    if ids:
+        session.execute(_ADVISORY_LOCKS, {"ids": ids})

@@ -25,6 +25,7 @@ from services.indicators.evaluator import Catalogue
 from services.indicators.models import CaseRow, CodeMapRow, CounterRow
 from services.indicators.valuesets import CodeMap
 from shared.clinical import Case, CaseStatus, Coding
+from shared.db import advisory_locks
 
 #: Counter columns, in the order deltas are kept.
 STATUS_COLUMNS: tuple[CaseStatus, ...] = (
@@ -183,6 +184,10 @@ class Evaluator:
         """Bring the stored cases of these episodes in line with their facts at ``now``."""
         if not encounter_ids:
             return []
+        # Two workers re-evaluating one episode (the timer and the consumer, or two
+        # replicas) must take turns: each reads the stored cases and adds the difference
+        # to the counters, so interleaved they would both apply it.
+        advisory_locks(session, (f"episode:{tenant_id}/{e}" for e in encounter_ids))
         code_map = code_map if code_map is not None else load_code_map(session, tenant_id)
         expected = self.expected_cases(session, tenant_id, encounter_ids, now, tz, code_map)
         stored: dict[tuple[str, str, str], CaseRow] = {}

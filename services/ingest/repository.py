@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.ingest.models import EpisodeRow, FactRow, ResourceVersion, StoredResource
+from shared.db import advisory_locks
 
 _CHUNK = 500
 
@@ -60,30 +60,15 @@ _EPISODES_IN = sa.select(_E.c.encounter_id).where(
     _E.c.encounter_id.in_(sa.bindparam("ids", expanding=True)),
 )
 # ``unnest`` yields the (sorted) array in order, so the locks are taken in that order.
-_LOCK = sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:ids AS bigint[])) AS k")
 _LINKED_TO = sa.select(_F.c.resource_type, _F.c.resource_id, _F.c.encounter_id).where(
     _F.c.tenant_id == sa.bindparam("tenant"), _F.c.link_ref == sa.bindparam("ref")
 )
 
 
 def lock_keys(session: Session, tenant_id: str, keys: Iterable[tuple[str, str]]) -> None:
-    """On PostgreSQL, take a transaction-scoped advisory lock per resource, in one sorted
-    order. Bundles that share resources then queue instead of deadlocking on the
-    unique indexes they insert into in entry order. SQLite has one writer anyway."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    ids = sorted(
-        {
-            int.from_bytes(
-                hashlib.blake2b(f"{tenant_id}/{t}/{i}".encode(), digest_size=8).digest(),
-                "big",
-                signed=True,
-            )
-            for t, i in keys
-        }
-    )
-    if ids:
-        session.execute(_LOCK, {"ids": ids})
+    """Lock each resource (PostgreSQL): Bundles that share resources then queue instead
+    of deadlocking on the unique indexes they insert into in entry order."""
+    advisory_locks(session, (f"{tenant_id}/{t}/{i}" for t, i in keys))
 
 
 def current_heads(

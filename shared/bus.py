@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import utcnow
 from shared.db import is_postgres, transaction
+from shared.metrics import EVENTS_PARKED
 from shared.models import OutboxEvent
 
 log = structlog.get_logger(__name__)
@@ -113,21 +114,66 @@ class OutboxConsumer:
         self.batch_size = batch_size
 
     def run_once(self) -> int:
-        """Handle one batch; returns how many events it handled."""
-        with transaction(self.factory) as session:
-            query = (
-                sa.select(OutboxEvent)
-                .where(OutboxEvent.topic == self.topic.value, OutboxEvent.processed_at.is_(None))
-                .order_by(OutboxEvent.id)
-                .limit(self.batch_size)
+        """Handle one batch; returns how many events it handled.
+
+        When a batch fails, its events are retried one by one; an event that fails on
+        its own is parked (``processed_at`` and ``error`` set, logged, counted) so that
+        one bad event never stops its topic. Its data is still stored: ``qcpulse
+        verify`` shows the episode as different, and ``recompute`` repairs it.
+        """
+        try:
+            with transaction(self.factory) as session:
+                events = self._claim(session, self.batch_size)
+                if not events:
+                    return 0
+                self.handle(session, events)
+                return len(events)
+        except Exception:
+            log.exception(
+                "outbox batch failed; retrying its events one by one", topic=self.topic.value
             )
-            if is_postgres(session):
-                query = query.with_for_update(skip_locked=True)
-            events = session.scalars(query).all()
-            if not events:
-                return 0
-            self.handle(session, events)
-            return len(events)
+        handled = 0
+        while handled < self.batch_size:
+            event_id: int | None = None
+            try:
+                with transaction(self.factory) as session:
+                    events = self._claim(session, 1)
+                    if not events:
+                        break
+                    event_id = events[0].id
+                    self.handle(session, events)
+            except Exception as exc:
+                if event_id is None:
+                    raise  # the database itself failed: the worker loop retries later
+                self._park(event_id, exc)
+            handled += 1
+        return handled
+
+    def _claim(self, session: Session, limit: int) -> Sequence[OutboxEvent]:
+        query = (
+            sa.select(OutboxEvent)
+            .where(OutboxEvent.topic == self.topic.value, OutboxEvent.processed_at.is_(None))
+            .order_by(OutboxEvent.id)
+            .limit(limit)
+        )
+        if is_postgres(session):
+            query = query.with_for_update(skip_locked=True)
+        return session.scalars(query).all()
+
+    def _park(self, event_id: int, exc: Exception) -> None:
+        log.error(
+            "outbox event parked",
+            topic=self.topic.value,
+            event_id=event_id,
+            error=type(exc).__name__,
+        )
+        EVENTS_PARKED.labels(self.topic.value).inc()
+        with transaction(self.factory) as session:
+            session.execute(
+                sa.update(OutboxEvent)
+                .where(OutboxEvent.id == event_id)
+                .values(processed_at=utcnow(), error=f"{type(exc).__name__}: {exc}"[:2000])
+            )
 
     def handle(self, session: Session, events: Sequence[OutboxEvent]) -> None:
         fresh = [e for e in events if e.processed_at is None]

@@ -26,6 +26,9 @@ EVALUATION_SECONDS = Histogram(
     "Time to re-evaluate a batch of episodes",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+EVENTS_PARKED = Counter(
+    "qcpulse_events_parked_total", "Outbox events a consumer gave up on, by topic", ["topic"]
+)
 ALERTS_RAISED = Counter("qcpulse_alerts_total", "Alerts raised, by type", ["type"])
 WEBHOOK_ATTEMPTS = Counter(
     "qcpulse_webhook_attempts_total", "Webhook delivery attempts, by outcome", ["outcome"]

@@ -60,3 +60,6 @@ class OutboxEvent(Base):
     #: Set by the NATS relay once JetStream acknowledged the message (distributed mode).
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Why the consumer gave up on this event (it failed alone, after its batch failed).
+    #: Parked events are counted by ``/metrics`` and reported by ``qcpulse verify``.
+    error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)

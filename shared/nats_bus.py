@@ -132,22 +132,26 @@ class NatsBridge(threading.Thread):
 
     async def _relay(self, js: nats.js.JetStreamContext) -> None:
         while True:
-            rows = await asyncio.to_thread(self._claim_unpublished)
-            if not rows:
-                await asyncio.to_thread(
-                    self.runtime.notifier.wait,
-                    ANY_TOPIC,
-                    self.runtime.notifier.version(ANY_TOPIC),
-                    0.2,
-                )
-                continue
-            for row_id, topic, tenant_id, key in rows:
-                body = orjson.dumps({"id": row_id, "tenant": tenant_id, "key": key})
-                await js.publish(
-                    subject(self.prefix, Topic(topic)), body, headers={"Nats-Msg-Id": str(row_id)}
-                )
-            await asyncio.to_thread(self._mark_published, [r[0] for r in rows])
-            self.published += len(rows)
+            try:
+                await self._relay_once(js)
+            except Exception:
+                # Unpublished rows stay unpublished and are tried again: nothing is lost.
+                log.exception("NATS relay failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def _relay_once(self, js: nats.js.JetStreamContext) -> None:
+        rows = await asyncio.to_thread(self._claim_unpublished)
+        if not rows:
+            notifier = self.runtime.notifier
+            await asyncio.to_thread(notifier.wait, ANY_TOPIC, notifier.version(ANY_TOPIC), 0.2)
+            return
+        for row_id, topic, tenant_id, key in rows:
+            body = orjson.dumps({"id": row_id, "tenant": tenant_id, "key": key})
+            await js.publish(
+                subject(self.prefix, Topic(topic)), body, headers={"Nats-Msg-Id": str(row_id)}
+            )
+        await asyncio.to_thread(self._mark_published, [r[0] for r in rows])
+        self.published += len(rows)
 
     # -- consumers --------------------------------------------------------------
 
@@ -168,7 +172,15 @@ class NatsBridge(threading.Thread):
             except nats.errors.TimeoutError:
                 continue
             ids = sorted({int(orjson.loads(m.data)["id"]) for m in msgs})
-            await asyncio.to_thread(self._handle, consumer, ids)
+            try:
+                await asyncio.to_thread(self._handle, consumer, ids)
+            except Exception:
+                # Nothing was applied (the transaction rolled back): ask for redelivery
+                # later instead of letting one bad batch stop the consumer for good.
+                log.exception("NATS batch failed; redelivering later", topic=topic.value)
+                for m in msgs:
+                    await m.nak(delay=5.0)
+                continue
             for m in msgs:
                 await m.ack()
             self.consumed += len(msgs)

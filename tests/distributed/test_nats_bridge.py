@@ -109,3 +109,21 @@ def test_rows_committed_while_no_consumer_runs_are_delivered_later(runtime, brid
     seen: list[str] = []
     bridge_factory({Topic.EPISODE_CHANGED: lambda s, events: seen.extend(e.key for e in events)})
     assert wait_for(lambda: len(seen) == 5)
+
+
+def test_a_failing_batch_is_redelivered_and_the_bridge_survives(runtime, bridge_factory):
+    seen: list[str] = []
+    failures = {"left": 1}
+
+    def flaky(session, events):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("a bug in one batch")
+        seen.extend(e.key for e in events)
+
+    bridge = bridge_factory({Topic.EPISODE_CHANGED: flaky})
+    _emit(runtime, 3)
+    assert wait_for(lambda: len(seen) == 3, timeout=20)
+    assert bridge.is_alive()
+    _emit(runtime, 1)  # and it keeps consuming afterwards
+    assert wait_for(lambda: len(seen) == 4)

@@ -73,7 +73,7 @@ class TestConsumer:
         assert pending(runtime) == []
         assert pending(runtime, Topic.CASES_CHANGED) == ["other"]
 
-    def test_a_failing_handler_leaves_events_pending(self, runtime):
+    def test_a_failing_handler_applies_nothing_and_parks_the_event(self, runtime):
         self.emit_many(runtime, ["a"])
 
         def handler(session, events):
@@ -81,11 +81,12 @@ class TestConsumer:
             raise RuntimeError("handler failed")
 
         consumer = OutboxConsumer(Topic.EPISODE_CHANGED, runtime.write_factory, handler)
-        with pytest.raises(RuntimeError):
-            consumer.run_once()
-        assert pending(runtime) == ["a"]
+        assert consumer.run_once() == 1
+        assert pending(runtime) == []  # parked, so that the topic moves on
         with runtime.read() as session:
-            assert session.get(Tenant, TENANT).name == "示例医院"
+            assert session.get(Tenant, TENANT).name == "示例医院"  # nothing half done
+            parked = session.scalars(sa.select(OutboxEvent).where(OutboxEvent.key == "a")).one()
+        assert parked.error == "RuntimeError: handler failed"
 
     def test_handle_skips_events_already_processed(self, runtime):
         self.emit_many(runtime, ["a"])
@@ -106,3 +107,29 @@ class TestConsumer:
             ).all()
             consumer.handle(session, events)
         assert calls == [1]
+
+
+def test_a_poison_event_is_parked_and_the_topic_moves_on(runtime):
+    import sqlalchemy as sa
+
+    from shared.bus import OutboxConsumer, Topic, emit
+    from shared.models import OutboxEvent
+
+    with runtime.write() as session:
+        for key in ("ok-1", "poison", "ok-2"):
+            emit(session, "H0001", Topic.EPISODE_CHANGED, key, {"encounter_id": key})
+    handled: list[str] = []
+
+    def handler(session, events):
+        if any(e.key == "poison" for e in events):
+            raise ValueError("cannot evaluate")
+        handled.extend(e.key for e in events)
+
+    consumer = OutboxConsumer(Topic.EPISODE_CHANGED, runtime.write_factory, handler)
+    consumer.drain()
+    assert handled == ["ok-1", "ok-2"]
+    with runtime.read() as session:
+        rows = {r.key: r for r in session.scalars(sa.select(OutboxEvent))}
+    assert rows["poison"].processed_at is not None
+    assert rows["poison"].error == "ValueError: cannot evaluate"
+    assert rows["ok-1"].error is None and rows["ok-2"].error is None

@@ -141,8 +141,12 @@ def create_app(
             with rt.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             current = schema.is_current(rt.engine)
-        except Exception as exc:  # the database is down: not ready, and say why
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        except Exception as exc:  # the database is down: not ready
+            # /ready needs no key: the reason (host, user) goes to the log, not the caller.
+            log.warning("not ready: database unreachable", error=str(exc))
+            return JSONResponse(
+                {"status": "unavailable", "detail": "database unavailable"}, status_code=503
+            )
         if not current:
             return JSONResponse(
                 {"status": "unavailable", "detail": "schema not current"}, status_code=503

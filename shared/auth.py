@@ -99,7 +99,7 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
         tenant_id=row.tenant_id,
         role=Role(row.role),
         key_id=row.id,
-        departments=frozenset(row.departments) if row.departments else None,
+        departments=frozenset(row.departments) if row.departments is not None else None,
     )
 
 

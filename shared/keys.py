@@ -18,7 +18,9 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 class KeyCreate(BaseModel):
     role: Literal["ingest", "reader", "admin"]
     name: str = Field(default="", max_length=200)
-    departments: list[str] | None = None
+    #: Departments a reader is limited to; omit for all. An empty list is refused:
+    #: it would read as "no limit" to a careless client.
+    departments: list[str] | None = Field(default=None, min_length=1)
 
 
 @router.post("/keys", status_code=201)

@@ -281,3 +281,10 @@ class TestCli:
         with pytest.raises(SystemExit) as exc:
             cli.main(["keys", "create", "--tenant", TENANT, "--role", "root"])
         assert exc.value.code == 2
+
+
+def test_an_empty_department_list_is_refused_not_read_as_all(app_client, admin_headers):
+    r = app_client.post(
+        "/api/v1/keys", json={"role": "reader", "departments": []}, headers=admin_headers
+    )
+    assert r.status_code == 422

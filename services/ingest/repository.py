@@ -132,35 +132,9 @@ def history(session: Session, tenant_id: str, rtype: str, rid: str) -> Sequence[
     ).all()
 
 
-def episodes_of_patient(session: Session, tenant_id: str, patient_id: str) -> Sequence[EpisodeRow]:
-    return session.scalars(
-        sa.select(EpisodeRow).where(
-            EpisodeRow.tenant_id == tenant_id, EpisodeRow.patient_id == patient_id
-        )
-    ).all()
-
-
 def facts_linked_to(
     session: Session, tenant_id: str, ref: str
 ) -> list[tuple[str, str, str | None]]:
     """(type, id, encounter_id) of the facts that link to ``ref``."""
     rows = session.execute(_LINKED_TO, {"tenant": tenant_id, "ref": ref})
     return [(rtype, rid, encounter_id) for rtype, rid, encounter_id in rows]
-
-
-def facts_of_episode(session: Session, tenant_id: str, encounter_id: str) -> Sequence[FactRow]:
-    return session.scalars(
-        sa.select(FactRow).where(
-            FactRow.tenant_id == tenant_id, FactRow.encounter_id == encounter_id
-        )
-    ).all()
-
-
-def facts_of_episodes(
-    session: Session, tenant_id: str, encounter_ids: Iterable[str]
-) -> Sequence[FactRow]:
-    return session.scalars(
-        sa.select(FactRow).where(
-            FactRow.tenant_id == tenant_id, FactRow.encounter_id.in_(list(encounter_ids))
-        )
-    ).all()

@@ -85,6 +85,26 @@ def _write_response(result: WriteResult) -> Response:
     return FHIRResponse(result.resource, status_code=status, headers=headers)
 
 
+async def _write_one(
+    runtime: Runtime, principal: Principal, resource: dict[str, Any], method: str
+) -> Response:
+    """One resource written in its own transaction: PUT and POST differ only in who
+    chose the id."""
+
+    def work(session: Session) -> WriteResult:
+        unit = _unit(runtime, session, principal.tenant_id)
+        issues = service.check_and_rewrite_references(
+            resource, principal.tenant_id, {}, resource["resourceType"]
+        )
+        if issues:
+            raise UnprocessableError(issues[0].diagnostics, issues=issues)
+        result = unit.put(resource, method=method)
+        unit.finish()
+        return result
+
+    return _write_response(await run_in_threadpool(runtime.write_tx, work))
+
+
 @router.get("/fhir/metadata")
 def metadata() -> Response:
     return FHIRResponse(capability_statement())
@@ -130,16 +150,7 @@ async def put_resource(rtype: str, rid: str, request: Request, principal: Writer
         )
     resource = {**resource, "id": rid}
 
-    def work(session: Session) -> WriteResult:
-        unit = _unit(runtime, session, principal.tenant_id)
-        issues = service.check_and_rewrite_references(resource, principal.tenant_id, {}, rtype)
-        if issues:
-            raise UnprocessableError(issues[0].diagnostics, issues=issues)
-        result = unit.put(resource, method="PUT")
-        unit.finish()
-        return result
-
-    return _write_response(await run_in_threadpool(runtime.write_tx, work))
+    return await _write_one(runtime, principal, resource, "PUT")
 
 
 @router.post("/fhir/{rtype}")
@@ -154,16 +165,7 @@ async def create_resource(rtype: str, request: Request, principal: Writer) -> Re
         )
     resource = {**resource, "id": service.new_id()}
 
-    def work(session: Session) -> WriteResult:
-        unit = _unit(runtime, session, principal.tenant_id)
-        issues = service.check_and_rewrite_references(resource, principal.tenant_id, {}, rtype)
-        if issues:
-            raise UnprocessableError(issues[0].diagnostics, issues=issues)
-        result = unit.put(resource, method="POST")
-        unit.finish()
-        return result
-
-    return _write_response(await run_in_threadpool(runtime.write_tx, work))
+    return await _write_one(runtime, principal, resource, "POST")
 
 
 @router.delete("/fhir/{rtype}/{rid}")

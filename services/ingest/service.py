@@ -25,7 +25,6 @@ from services.ingest.mapping import (
     map_encounter,
     map_fact,
     parse_date,
-    reference_target,
 )
 from services.ingest.models import EpisodeRow, FactRow, ResourceVersion, StoredResource
 from services.ingest.validation import content_hash, is_known_type, validate_resource
@@ -576,10 +575,6 @@ def read_history(session: Session, tenant_id: str, rtype: str, rid: str) -> JSON
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def target_of(ref: str) -> tuple[str, str] | None:
-    return reference_target(ref)
 
 
 def unlinked_counts(session: Session, tenant_id: str) -> dict[str, Any]:

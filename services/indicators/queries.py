@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from services.indicators.models import CaseRow, CounterRow, TargetRow
 from shared.errors import UnprocessableError
@@ -119,6 +119,44 @@ def day_counts(
     return [(dept, day, Counts(n, d, x, p)) for dept, day, n, d, x, p in rows]
 
 
+_SUMS = (
+    sa.func.coalesce(sa.func.sum(CounterRow.numerator), 0),
+    sa.func.coalesce(sa.func.sum(CounterRow.denominator), 0),
+    sa.func.coalesce(sa.func.sum(CounterRow.excluded), 0),
+    sa.func.coalesce(sa.func.sum(CounterRow.pending), 0),
+)
+
+
+def _summed(
+    session: Session,
+    tenant_id: str,
+    code: str,
+    start: date,
+    end: date,
+    departments: Sequence[str] | None,
+    *group_by: sa.ColumnElement[Any] | InstrumentedAttribute[Any],
+) -> list[tuple[tuple[Any, ...], Counts]]:
+    """Day counters of a range summed by the database, one row per ``group_by`` value:
+    a year at a hospital of 50 departments is 18,000 counter rows, and carrying them
+    into Python cost more than the rest of a request."""
+    check_range(start, end)
+    query = sa.select(*group_by, *_SUMS).where(
+        CounterRow.tenant_id == tenant_id,
+        CounterRow.indicator == code,
+        CounterRow.day >= start,
+        CounterRow.day <= end,
+    )
+    if departments is not None:
+        query = query.where(CounterRow.department.in_(list(departments)))
+    if group_by:
+        query = query.group_by(*group_by)
+    width = len(group_by)
+    return [
+        (tuple(row[:width]), Counts(*(int(v) for v in row[width:])))
+        for row in session.execute(query)
+    ]
+
+
 def totals(
     session: Session,
     tenant_id: str,
@@ -127,23 +165,9 @@ def totals(
     end: date,
     departments: Sequence[str] | None = None,
 ) -> Counts:
-    """The day counters of a range summed by the database (one row back, not hundreds)."""
-    check_range(start, end)
-    query = sa.select(
-        sa.func.coalesce(sa.func.sum(CounterRow.numerator), 0),
-        sa.func.coalesce(sa.func.sum(CounterRow.denominator), 0),
-        sa.func.coalesce(sa.func.sum(CounterRow.excluded), 0),
-        sa.func.coalesce(sa.func.sum(CounterRow.pending), 0),
-    ).where(
-        CounterRow.tenant_id == tenant_id,
-        CounterRow.indicator == code,
-        CounterRow.day >= start,
-        CounterRow.day <= end,
-    )
-    if departments is not None:
-        query = query.where(CounterRow.department.in_(list(departments)))
-    n, d, x, p = session.execute(query).one()
-    return Counts(int(n), int(d), int(x), int(p))
+    """The day counters of a range summed by the database (one row back)."""
+    [(_, total)] = _summed(session, tenant_id, code, start, end, departments)
+    return total
 
 
 def value(
@@ -226,11 +250,21 @@ def series(
     end: date,
     departments: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    check_range(start, end)
+    # Summed per day, or per month when no bucket is shorter than a month.
+    if granularity in ("day", "week"):
+        keys: tuple[sa.ColumnElement[Any] | InstrumentedAttribute[Any], ...] = (CounterRow.day,)
+    else:
+        keys = (sa.extract("year", CounterRow.day), sa.extract("month", CounterRow.day))
     buckets: dict[date, Counts] = defaultdict(Counts)
-    for _, day, counts in day_counts(session, tenant_id, shape.code, start, end, departments):
-        key = period_start(day, granularity)
-        buckets[key] = buckets[key] + counts
+    for key_values, counts in _summed(
+        session, tenant_id, shape.code, start, end, departments, *keys
+    ):
+        if len(key_values) == 1:
+            day = key_values[0]
+        else:
+            day = date(int(key_values[0]), int(key_values[1]), 1)
+        bucket = period_start(day, granularity)
+        buckets[bucket] = buckets[bucket] + counts
     total = Counts()
     for counts in buckets.values():
         total = total + counts
@@ -268,11 +302,8 @@ def breakdown(
     end: date,
     departments: Sequence[str] | None = None,
 ) -> dict[str, Counts]:
-    check_range(start, end)
-    by_department: dict[str, Counts] = defaultdict(Counts)
-    for dept, _, counts in day_counts(session, tenant_id, shape.code, start, end, departments):
-        by_department[dept] = by_department[dept] + counts
-    return dict(sorted(by_department.items()))
+    rows = _summed(session, tenant_id, shape.code, start, end, departments, CounterRow.department)
+    return {dept: counts for (dept,), counts in sorted(rows, key=lambda row: row[0])}
 
 
 # -- cases ------------------------------------------------------------------------

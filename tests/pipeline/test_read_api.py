@@ -110,6 +110,34 @@ def test_series_by_week_with_control_limits(loaded, reader_headers):
     assert p["lcl"] == pytest.approx(max(0.0, center - 3 * sigma))
 
 
+@pytest.mark.parametrize("granularity", ["week", "month", "quarter", "year"])
+def test_series_buckets_add_up_to_the_days(loaded, reader_headers, granularity):
+    """Longer buckets are summed by the database by month: each must equal the sum of
+    the daily points it covers, and all of them the value."""
+    wide = {"from": "2026-02-20", "to": "2026-04-10"}
+
+    def points(g):
+        return loaded.get(
+            "/api/v1/indicators/PIT-2026-23/series",
+            params={**wide, "granularity": g},
+            headers=reader_headers,
+        ).json()["points"]
+
+    days = points("day")
+    buckets = points(granularity)
+    starts = [p["period_start"] for p in buckets]
+    for i, bucket in enumerate(buckets):
+        end = starts[i + 1] if i + 1 < len(starts) else "9999"
+        covered = [d for d in days if bucket["period_start"] <= d["period_start"] < end]
+        for field in ("numerator", "denominator", "pending"):
+            assert bucket[field] == sum(d[field] for d in covered), (bucket, field)
+    value = loaded.get(
+        "/api/v1/indicators/PIT-2026-23/value", params=wide, headers=reader_headers
+    ).json()
+    assert sum(b["denominator"] for b in buckets) == value["denominator"] == 5
+    assert sum(b["numerator"] for b in buckets) == value["numerator"]
+
+
 def test_cases_paginate_by_cursor(loaded, reader_headers):
     seen, cursor = [], None
     while True:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -303,8 +304,15 @@ def _pdt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+#: Codes repeat across facts (a hospital sends a few thousand distinct ones): one
+#: shared immutable Coding each, instead of a new object per fact per evaluation.
+_coding = lru_cache(maxsize=8192)(Coding)
+
+
 def _pcodes(values: list[list[str]]) -> tuple[Coding, ...]:
-    return tuple(Coding(system=s, code=c) for s, c in values)
+    if not values:
+        return ()
+    return tuple(_coding(s, c) for s, c in values)
 
 
 def fact_from_json(resource_type: str, resource_id: str, kind: str, data: JSON) -> Fact:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -25,6 +27,14 @@ def _episode(row: EpisodeRow) -> Episode:
         discharge=row.discharge,
         birth_date=row.birth_date,
     )
+
+
+@lru_cache(maxsize=16384)
+def _decoded_fact(resource_type: str, resource_id: str, kind: str, data: str) -> Fact:
+    """A stored fact row as a :class:`Fact`. An episode's facts are read again on every
+    change to it, mostly unchanged: keyed by the stored text, a recently decoded fact
+    is reused (Facts are immutable) instead of parsed again."""
+    return fact_from_json(resource_type, resource_id, kind, orjson.loads(data))
 
 
 def load_episodes(
@@ -49,12 +59,12 @@ def load_episodes(
                 FactRow.resource_type,
                 FactRow.resource_id,
                 FactRow.kind,
-                FactRow.data,
+                sa.type_coerce(FactRow.data, sa.Text),
             ).where(FactRow.tenant_id == tenant_id, FactRow.encounter_id.in_(chunk))
         )
         for encounter_id, rtype, rid, kind, data in facts:
             assert encounter_id is not None
-            out[encounter_id][1].append(fact_from_json(rtype, rid, kind, data))
+            out[encounter_id][1].append(_decoded_fact(rtype, rid, kind, data))
     return out
 
 

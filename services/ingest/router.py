@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from services.ingest import service
-from services.ingest.bundles import process_bundle
+from services.ingest.bundles import answer_if_unchanged, process_bundle
 from services.ingest.capability import capability_statement
 from services.ingest.service import IngestUnit, WriteResult
 from services.ingest.validation import is_known_type, json_depth_exceeds, valid_id
@@ -115,11 +115,18 @@ async def post_bundle(request: Request, principal: Writer) -> Response:
     runtime = get_runtime(request)
     bundle = await read_json(request, runtime)
 
+    limit = runtime.settings.max_bundle_entries
+
     def work(session: Session) -> dict[str, Any]:
         unit = _unit(runtime, session, principal.tenant_id)
-        return process_bundle(unit, bundle, max_entries=runtime.settings.max_bundle_entries)
+        return process_bundle(unit, bundle, max_entries=limit)
 
-    return FHIRResponse(await run_in_threadpool(runtime.write_tx, work))
+    def read_then_write() -> dict[str, Any]:
+        with runtime.read() as session:
+            unchanged = answer_if_unchanged(session, principal.tenant_id, bundle, max_entries=limit)
+        return unchanged if unchanged is not None else runtime.write_tx(work)
+
+    return FHIRResponse(await run_in_threadpool(read_then_write))
 
 
 @router.put("/fhir/{rtype}/{rid}")

@@ -8,6 +8,8 @@ only ``flush``.
 from __future__ import annotations
 
 import hashlib
+import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -106,15 +108,59 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_S * 1000}")
         cursor.close()
+
+    # SQLite has one writer. Without a gate, a writer that finds the lock taken polls
+    # in SQLite's busy handler, sleeping up to 100 ms between tries, and a busy process
+    # overtakes it again and again: the slowest writes of a loaded server waited
+    # seconds (docs/PERFORMANCE.md). This process's writers queue on a lock instead and
+    # the next one starts the moment the last one ends; writers in other processes
+    # still meet the busy handler, as before.
+    gate = _WRITE_GATES[engine] = threading.Lock()
+
+    def _release(info: dict[str, Any]) -> None:
+        if info.pop(_GATE_HELD, False):
+            gate.release()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         if conn.get_execution_options().get(READONLY_OPTION):
             conn.exec_driver_sql("BEGIN")
-        else:
+            return
+        # A gate that is somehow never released must not stop every writer: after
+        # the busy timeout, go on to SQLite's own locking.
+        if gate.acquire(timeout=_BUSY_TIMEOUT_S):
+            conn.info[_GATE_HELD] = True
+        try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(conn.info)
+            raise
+
+    # Fired just before COMMIT / ROLLBACK: the next writer's BEGIN IMMEDIATE meets the
+    # lock for the instant the COMMIT takes, and SQLite's first retry is after 1 ms.
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Any) -> None:
+        _release(conn.info)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        _release(record.info)  # a connection given back mid-transaction
+
+
+_GATE_HELD = "qcpulse_write_gate"
+_BUSY_TIMEOUT_S = 30
+_WRITE_GATES: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+
+
+def write_gate(engine: Engine) -> threading.Lock | None:
+    """The lock this process's SQLite writers queue on (None on PostgreSQL)."""
+    return _WRITE_GATES.get(engine)
 
 
 READONLY_OPTION = "qcpulse_readonly"

@@ -4,6 +4,7 @@ work."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -11,7 +12,14 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from shared.db import UTCDateTime, normalize_url
+from shared.db import (
+    UTCDateTime,
+    create_engine_for,
+    make_session_factory,
+    normalize_url,
+    transaction,
+    write_gate,
+)
 from shared.models import Tenant
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -51,6 +59,11 @@ def test_normalize_url(url, expected):
 
 
 class TestSettings:
+    @pytest.mark.parametrize("prefix", ["qcpulse", "QC.PULSE", "QC>", "", "9QC"])
+    def test_nats_prefix_must_name_streams(self, prefix):
+        with pytest.raises(ValidationError):
+            Settings(nats_prefix=prefix)
+
     def test_defaults(self, monkeypatch):
         for name in (
             "QCPULSE_DATABASE_URL",
@@ -143,3 +156,78 @@ def test_runtime_from_settings_builds_its_engine(tmp_path):
     finally:
         rt.close()
     assert rt.stop.is_set()
+
+
+class TestSQLiteWriteGate:
+    """This process's SQLite writers queue on one lock, held from BEGIN to the end of
+    the transaction however it ends."""
+
+    @pytest.fixture
+    def gate(self, tmp_path):
+        engine = create_engine_for(f"sqlite:///{tmp_path / 'gate.db'}")
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        gate = write_gate(engine)
+        assert gate is not None and not gate.locked()
+        yield engine, gate
+        engine.dispose()
+
+    def test_held_for_the_transaction_and_freed_by_commit(self, gate):
+        engine, lock = gate
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+            assert lock.locked()
+        assert not lock.locked()
+
+    def test_freed_by_rollback_and_by_a_connection_closed_mid_transaction(self, gate):
+        engine, lock = gate
+
+        def failing_write():
+            with engine.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            failing_write()
+        assert not lock.locked()
+        conn = engine.connect()
+        conn.begin()
+        assert lock.locked()
+        conn.close()
+        assert not lock.locked()
+
+    def test_readers_do_not_take_it(self, gate):
+        engine, lock = gate
+        with transaction(make_session_factory(engine, readonly=True)) as session:
+            session.execute(sa.text("SELECT count(*) FROM t"))
+            assert not lock.locked()
+
+    def test_a_second_writer_waits_for_the_first(self, gate):
+        engine, _ = gate
+        order = []
+        first = engine.connect()
+        first.begin()
+        first.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+        def second():
+            with engine.begin() as conn:
+                order.append("second")
+                conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=0.5)  # it cannot finish while the first holds the gate
+        order.append("first commits")
+        first.commit()
+        first.close()
+        thread.join()
+        assert order == ["first commits", "second"]
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT x FROM t ORDER BY x").scalars().all() == [1, 2]
+
+
+def test_postgresql_has_no_gate(engine):
+    if engine.dialect.name == "sqlite":
+        assert write_gate(engine) is not None
+    else:
+        assert write_gate(engine) is None

@@ -82,24 +82,32 @@ def create_key(
     return row, secret
 
 
+# Every request looks its key up (revocation takes effect at once): one Core
+# statement built once, not an ORM entity query.
+_KEY_LOOKUP = sa.select(ApiKey.tenant_id, ApiKey.role, ApiKey.id, ApiKey.departments).where(
+    ApiKey.key_hash == sa.bindparam("key_hash"), ApiKey.revoked_at.is_(None)
+)
+
+
 def authenticate(session: Session, authorization: str | None) -> Principal:
     if not authorization:
         raise UnauthorizedError("missing Authorization: Bearer <key>")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("Authorization must be 'Bearer <key>'")
-    row = session.scalar(
-        sa.select(ApiKey).where(
-            ApiKey.key_hash == hash_key(token.strip()), ApiKey.revoked_at.is_(None)
-        )
+    row = (
+        session.connection()
+        .execute(_KEY_LOOKUP, {"key_hash": hash_key(token.strip())})
+        .one_or_none()
     )
     if row is None:
         raise UnauthorizedError("invalid or revoked API key")
+    tenant_id, role, key_id, departments = row
     return Principal(
-        tenant_id=row.tenant_id,
-        role=Role(row.role),
-        key_id=row.id,
-        departments=frozenset(row.departments) if row.departments is not None else None,
+        tenant_id=tenant_id,
+        role=Role(role),
+        key_id=key_id,
+        departments=frozenset(departments) if departments is not None else None,
     )
 
 

@@ -72,7 +72,8 @@ def start_workers(runtime: Runtime, role: ServeRole = "all") -> list[threading.T
         handlers.update(alerts.handlers(runtime))
         threads += alerts.loops(runtime)
     if runtime.settings.bus == "nats":
-        threads.append(NatsBridge(runtime, handlers))
+        prefix = runtime.settings.nats_prefix
+        threads.append(NatsBridge(runtime, handlers, prefix=prefix, durable_prefix=prefix.lower()))
     else:
         consumers = [OutboxConsumer(t, runtime.write_factory, h) for t, h in handlers.items()]
         threads += outbox_threads(runtime.stop, runtime.notifier, consumers)

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
 
     #: NATS server for the distributed mode (``serve --role``); unused when embedded.
     nats_url: str = "nats://127.0.0.1:4222"
+    #: Names this deployment's JetStream streams (``<prefix>_EPISODE_CHANGED`` …) and
+    #: durable consumers, so that several deployments can share one NATS server. Every
+    #: process of a deployment must use the same prefix.
+    nats_prefix: str = Field(default="QCPULSE", pattern=r"^[A-Z][A-Z0-9_]{0,31}$")
     #: Event transport: ``outbox`` polls the database table in-process; ``nats`` relays
     #: the outbox through JetStream (distributed mode).
     bus: Literal["outbox", "nats"] = "outbox"

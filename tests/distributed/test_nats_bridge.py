@@ -127,3 +127,32 @@ def test_a_failing_batch_is_redelivered_and_the_bridge_survives(runtime, bridge_
     assert bridge.is_alive()
     _emit(runtime, 1)  # and it keeps consuming afterwards
     assert wait_for(lambda: len(seen) == 4)
+
+
+async def _stream_names(url: str) -> set[str]:
+    nc = await nats.connect(url)
+    try:
+        return {info.config.name for info in await nc.jetstream().streams_info()}
+    finally:
+        await nc.close()
+
+
+def test_a_deployment_uses_its_own_prefix(runtime, prefix):
+    """QCPULSE_NATS_PREFIX names the streams a served process creates, so two
+    deployments on one NATS server never share (or de-duplicate) each other's events."""
+    from qcpulse.app import start_workers
+    from shared.runtime import Runtime
+
+    settings = runtime.settings.model_copy(update={"bus": "nats", "nats_prefix": prefix})
+    deployment = Runtime(settings=settings, engine=runtime.engine, clock=runtime.clock)
+    threads = start_workers(deployment, "indicators")
+    try:
+        bridge = next(t for t in threads if isinstance(t, NatsBridge))
+        assert bridge.ready.wait(10), "could not connect to NATS at 127.0.0.1:4222"
+        names = asyncio.run(_stream_names(settings.nats_url))
+        assert {f"{prefix}_EPISODE_CHANGED", f"{prefix}_CASES_CHANGED"} <= names
+    finally:
+        deployment.stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        asyncio.run(_delete_streams(settings.nats_url, prefix))

@@ -3,6 +3,7 @@ HTTP clients that drive it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -14,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -90,6 +91,7 @@ class Server:
 
     database_url: str
     env: dict[str, str] = field(default_factory=dict)
+    role: str = "all"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     _keys: dict[str, str] = field(default_factory=dict)
@@ -115,7 +117,7 @@ class Server:
         code = "from qcpulse.cli import main; raise SystemExit(main())"
         self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, "serve", "--port", str(self.port)],
+            [sys.executable, "-c", code, "serve", "--port", str(self.port), "--role", self.role],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -173,6 +175,64 @@ class Server:
         return int(psutil.Process(self.pid).memory_info().rss)
 
 
+class Cluster:
+    """The distributed mode on one machine: ``ingest`` API processes (clients are
+    spread over them), one ``indicators`` and one ``alerts`` process, on PostgreSQL,
+    with events through NATS JetStream under a prefix of its own (deleted after)."""
+
+    def __init__(self, database_url: str, *, ingest_processes: int = 2) -> None:
+        self.prefix = f"QCB{os.getpid()}{time.monotonic_ns() % 10**6}"
+        env = {"QCPULSE_BUS": "nats", "QCPULSE_NATS_PREFIX": self.prefix}
+        # The first process migrates and bootstraps; the others start after it.
+        roles = ["ingest"] * ingest_processes + ["indicators", "alerts"]
+        self.members = [Server(database_url, env=env, role=role) for role in roles]
+        self.ingest = self.members[:ingest_processes]
+
+    @property
+    def urls(self) -> list[str]:
+        return [m.url for m in self.ingest]
+
+    def key(self, tenant: str, role: str = "admin") -> str:
+        return self.members[0].key(tenant, role)
+
+    def cpu_seconds(self) -> float:
+        return sum(m.cpu_seconds() for m in self.members)
+
+    def __enter__(self) -> Cluster:
+        started: list[Server] = []
+        try:
+            for member in self.members:
+                started.append(member.__enter__())
+        except BaseException:
+            for member in reversed(started):
+                member.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for member in reversed(self.members):
+            member.__exit__()
+        with contextlib.suppress(Exception):
+            asyncio.run(_delete_streams(self.members[0].env.get("QCPULSE_NATS_URL"), self.prefix))
+
+
+async def _delete_streams(url: str | None, prefix: str) -> None:
+    import nats
+
+    nc = await nats.connect(url or "nats://127.0.0.1:4222", connect_timeout=3)
+    try:
+        js = nc.jetstream()
+        for info in await js.streams_info():
+            if info.config.name and info.config.name.startswith(f"{prefix}_"):
+                await js.delete_stream(info.config.name)
+    finally:
+        await nc.close()
+
+
+class Measured(Protocol):
+    def cpu_seconds(self) -> float: ...
+
+
 def client(base_url: str, key: str, *, timeout: float = 120.0) -> httpx.Client:
     return httpx.Client(
         base_url=base_url,
@@ -198,24 +258,26 @@ Request = tuple[str, str, bytes, int]  # method, path, body, resources it carrie
 
 
 def post_all(
-    base_url: str,
+    base_url: str | list[str],
     key: str,
     requests: list[Request],
     *,
     clients: int,
-    server: Server | None = None,
+    server: Measured | None = None,
     rate: float | None = None,
     stop: threading.Event | None = None,
 ) -> Load:
-    """Send every request from ``clients`` concurrent clients (each its own connection),
-    optionally paced to ``rate`` requests per second in total."""
+    """Send every request from ``clients`` concurrent clients (each its own connection;
+    with several base URLs, client ``i`` talks to URL ``i mod n``), optionally paced to
+    ``rate`` requests per second in total."""
+    urls = [base_url] if isinstance(base_url, str) else base_url
     load = Load()
     lock = threading.Lock()
     cursor = iter(range(len(requests)))
     started = time.perf_counter()
 
-    def worker() -> None:
-        with client(base_url, key) as http:
+    def worker(n: int) -> None:
+        with client(urls[n % len(urls)], key) as http:
             while True:
                 if stop is not None and stop.is_set():
                     return
@@ -248,7 +310,7 @@ def post_all(
                         load.resources += n
 
     cpu0 = server.cpu_seconds() if server else 0.0
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
     for t in threads:
         t.start()
     for t in threads:

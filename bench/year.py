@@ -29,7 +29,7 @@ from bench.server import Request
 from qcpulse.synth import codes as c
 from qcpulse.synth.chart import directory_bundle
 from qcpulse.synth.clock import fhir_time
-from qcpulse.synth.config import HospitalConfig
+from qcpulse.synth.config import DepartmentRole, HospitalConfig
 
 JSON = dict[str, Any]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -37,7 +37,13 @@ YEAR_START = datetime(2025, 1, 1, tzinfo=SHANGHAI)
 #: The indicators these episodes are cases of.
 CODES = ("NIT-2026-III-A", "NIT-2026-V")
 
-_INPATIENT = ("cardiology", "neurology", "general_medicine", "general_surgery", "orthopaedics")
+_INPATIENT: tuple[DepartmentRole, ...] = (
+    "cardiology",
+    "neurology",
+    "general_medicine",
+    "general_surgery",
+    "orthopaedics",
+)
 
 
 def _entry(resource: JSON) -> JSON:

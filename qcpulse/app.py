@@ -27,6 +27,7 @@ from qcpulse import schema
 from shared import keys
 from shared.auth import bootstrap
 from shared.bus import Handler, OutboxConsumer, Topic, outbox_threads
+from shared.db import READONLY_OPTION
 from shared.errors import AppError
 from shared.http import (
     JSONResponse,
@@ -139,9 +140,11 @@ def create_app(
     def ready(request: Request) -> JSONResponse:
         rt: Runtime = request.app.state.runtime
         try:
-            with rt.engine.connect() as conn:
+            # Read-only: a health check never queues behind SQLite's writers.
+            reader = rt.engine.execution_options(**{READONLY_OPTION: True})
+            with reader.connect() as conn:
                 conn.execute(text("SELECT 1"))
-            current = schema.is_current(rt.engine)
+            current = schema.is_current(reader)
         except Exception as exc:  # the database is down: not ready
             # /ready needs no key: the reason (host, user) goes to the log, not the caller.
             log.warning("not ready: database unreachable", error=str(exc))

@@ -21,6 +21,7 @@ from services.ingest.service import (
     new_id,
 )
 from services.ingest.validation import content_hash, is_known_type, valid_id, validate_resource
+from shared.db import is_postgres
 from shared.errors import AppError, Issue, NotFoundError, UnprocessableError
 from shared.metrics import RESOURCES_INGESTED
 
@@ -224,8 +225,15 @@ def answer_if_unchanged(
     Integration engines re-send whole episodes and retry whole Bundles: such a
     Bundle's every entry is a PUT of content identical to the current version, or a
     DELETE of something already deleted. That was valid when stored, so nothing is
-    validated again."""
+    validated again.
+
+    ``session`` must not have begun its transaction yet (its snapshot is chosen here)."""
     btype, raw_entries = check_envelope(bundle, max_entries)
+    if is_postgres(session):
+        # One snapshot for every head query: READ COMMITTED could see one type's rows
+        # before a concurrent commit and another's after, and call a mix unchanged
+        # that never existed. (A SQLite read transaction is one snapshot already.)
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     parsed: list[Entry] = []
     for index, raw in enumerate(raw_entries):
         entry, issues = _parse_entry(index, raw)
@@ -254,7 +262,8 @@ def answer_if_unchanged(
         result = WriteResult(entry.type, entry.id, version, "unchanged", last_updated, None)
         response.append(_response_entry(result))
     for entry in parsed:
-        RESOURCES_INGESTED.labels(entry.type, "unchanged").inc()
+        if entry.resource is not None:  # as the write path: a repeated DELETE counts nothing
+            RESOURCES_INGESTED.labels(entry.type, "unchanged").inc()
     return {"resourceType": "Bundle", "type": f"{btype}-response", "entry": response}
 
 

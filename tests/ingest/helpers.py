@@ -3,10 +3,13 @@ beyond the shared ones."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -206,3 +209,23 @@ def issues(response: Any) -> list[JSON]:
     for issue in body["issue"]:
         assert {"severity", "code", "diagnostics"} <= issue.keys(), issue
     return list(body["issue"])
+
+
+@contextmanager
+def sqlite_writer_holding_the_lock(runtime: Runtime) -> Iterator[threading.Event]:
+    """Another writer holding SQLite's one write lock for the block. Should the code
+    under test wait for the lock after all, the lock is let go after 20 s (and the
+    event set) so the test fails on its assertion instead of hanging."""
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's single writer lock; PostgreSQL writers do not block reads")
+    released = threading.Event()
+    with runtime.engine.connect() as holder:
+        holder.begin()  # BEGIN IMMEDIATE (shared/db.py): the write lock, held
+        timer = threading.Timer(20, lambda: (released.set(), holder.rollback()))
+        timer.start()
+        try:
+            yield released
+        finally:
+            timer.cancel()
+            if not released.is_set():
+                holder.rollback()

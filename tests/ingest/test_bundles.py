@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 
 import pytest
 
@@ -16,6 +15,7 @@ from tests.ingest.helpers import (
     fact,
     in_unit,
     outbox_keys,
+    sqlite_writer_holding_the_lock,
     store_counts,
 )
 
@@ -226,23 +226,10 @@ class TestUnchangedBundles:
     def test_resend_is_answered_while_another_writer_holds_the_database(
         self, app_client, ingest_headers, runtime
     ):
-        if runtime.engine.dialect.name != "sqlite":
-            pytest.skip("SQLite's single writer lock; PostgreSQL writers do not block reads")
         first, _ = self._send_twice(app_client, ingest_headers, stemi_visit())
-        released = threading.Event()
-        with runtime.engine.connect() as holder:
-            holder.begin()  # BEGIN IMMEDIATE (shared/db.py): the one write lock, held
-            # Should the re-send wait for the lock after all, let it go eventually so the
-            # test fails on the assertion below instead of hanging.
-            timer = threading.Timer(20, lambda: (released.set(), holder.rollback()))
-            timer.start()
-            try:
-                r = app_client.post("/fhir", json=stemi_visit(), headers=ingest_headers)
-                answered_under_lock = not released.is_set()
-            finally:
-                timer.cancel()
-                if not released.is_set():
-                    holder.rollback()
+        with sqlite_writer_holding_the_lock(runtime) as released:
+            r = app_client.post("/fhir", json=stemi_visit(), headers=ingest_headers)
+            answered_under_lock = not released.is_set()
         assert answered_under_lock
         assert r.status_code == 200
         assert [e["response"]["location"] for e in r.json()["entry"]] == [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.fhir_factories import stemi_visit
+from tests.ingest.helpers import sqlite_writer_holding_the_lock
 
 
 def test_health(app_client):
@@ -16,6 +17,14 @@ def test_health(app_client):
 def test_ready_when_the_schema_is_current(app_client):
     r = app_client.get("/ready")
     assert r.status_code == 200
+    assert r.json() == {"status": "ready"}
+
+
+def test_ready_does_not_queue_behind_writers(app_client, runtime):
+    with sqlite_writer_holding_the_lock(runtime) as released:
+        r = app_client.get("/ready")
+        answered_under_lock = not released.is_set()
+    assert answered_under_lock
     assert r.json() == {"status": "ready"}
 
 

@@ -206,6 +206,8 @@ class Cluster:
         except BaseException:
             for member in reversed(started):
                 member.__exit__()
+            with contextlib.suppress(Exception):
+                asyncio.run(_delete_streams(os.environ.get("QCPULSE_NATS_URL"), self.prefix))
             raise
         return self
 
@@ -213,7 +215,7 @@ class Cluster:
         for member in reversed(self.members):
             member.__exit__()
         with contextlib.suppress(Exception):
-            asyncio.run(_delete_streams(self.members[0].env.get("QCPULSE_NATS_URL"), self.prefix))
+            asyncio.run(_delete_streams(os.environ.get("QCPULSE_NATS_URL"), self.prefix))
 
 
 async def _delete_streams(url: str | None, prefix: str) -> None:
@@ -276,8 +278,8 @@ def post_all(
     cursor = iter(range(len(requests)))
     started = time.perf_counter()
 
-    def worker(n: int) -> None:
-        with client(urls[n % len(urls)], key) as http:
+    def worker(slot: int) -> None:
+        with client(urls[slot % len(urls)], key) as http:
             while True:
                 if stop is not None and stop.is_set():
                     return

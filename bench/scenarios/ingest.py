@@ -49,7 +49,10 @@ def _runs(
     urls = server.urls if isinstance(server, Cluster) else server.url
     for rep in range(ctx.repeats):
         for name, requests in streams.items():
-            tenant = f"I{rep}{name.replace('/', '')}"
+            # Each deployment its own tenants: the feed PUTs fixed ids, so a second
+            # deployment posting into the first one's tenants would only re-send.
+            tag = "C" if isinstance(server, Cluster) else "S"
+            tenant = f"I{tag}{rep}{name.replace('/', '')}"
             key = server.key(tenant, "ingest")
             load = post_all(urls, key, requests, clients=ctx.clients, server=server)
             if load.failed:

@@ -61,6 +61,18 @@ class EpisodeRow(Base):
     birth_date: Mapped[date | None] = mapped_column(sa.Date, nullable=True)
 
 
+class DepartmentRow(Base):
+    """A department code and the label the hospital last sent with it
+    (``Encounter.serviceProvider.display``): read models name departments from here,
+    never by scanning episodes."""
+
+    __tablename__ = "departments"
+
+    tenant_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+
+
 class FactRow(Base):
     """The fact one resource's current version contributes.
 

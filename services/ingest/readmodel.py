@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.ingest.mapping import fact_from_json
-from services.ingest.models import EpisodeRow, FactRow
+from services.ingest.models import DepartmentRow, EpisodeRow, FactRow
 from shared.clinical import Episode, Fact
 
 
@@ -85,8 +85,8 @@ def tenants_with_data(session: Session) -> Sequence[str]:
 def department_names(session: Session, tenant_id: str) -> dict[str, str]:
     """Department code → the label integration engines send with it."""
     rows = session.execute(
-        sa.select(EpisodeRow.department, sa.func.max(EpisodeRow.department_name))
-        .where(EpisodeRow.tenant_id == tenant_id)
-        .group_by(EpisodeRow.department)
+        sa.select(DepartmentRow.code, DepartmentRow.name).where(
+            DepartmentRow.tenant_id == tenant_id
+        )
     )
-    return {dept: name for dept, name in rows if name}
+    return {code: name for code, name in rows if name}

@@ -26,7 +26,13 @@ from services.ingest.mapping import (
     map_fact,
     parse_date,
 )
-from services.ingest.models import EpisodeRow, FactRow, ResourceVersion, StoredResource
+from services.ingest.models import (
+    DepartmentRow,
+    EpisodeRow,
+    FactRow,
+    ResourceVersion,
+    StoredResource,
+)
 from services.ingest.validation import content_hash, is_known_type, validate_resource
 from shared.bus import Topic, emit
 from shared.errors import GoneError, Issue, NotFoundError, UnprocessableError
@@ -80,6 +86,7 @@ class _Fact:
 _RESOURCES = cast(sa.Table, StoredResource.__table__)
 _VERSIONS = cast(sa.Table, ResourceVersion.__table__)
 _FACTS = cast(sa.Table, FactRow.__table__)
+_DEPARTMENTS = cast(sa.Table, DepartmentRow.__table__)
 _EPISODES = cast(sa.Table, EpisodeRow.__table__)
 
 
@@ -112,6 +119,13 @@ _UPDATE_EPISODE = (
     sa.update(_EPISODES)
     .where(_by_key(_EPISODES, "tenant_id", "encounter_id"))
     .values({c: sa.bindparam(c) for c in _EPISODE_FIELDS})
+)
+_DEPARTMENT_NAME = sa.select(_DEPARTMENTS.c.name).where(_by_key(_DEPARTMENTS, "tenant_id", "code"))
+_INSERT_DEPARTMENT = sa.insert(_DEPARTMENTS)
+_RENAME_DEPARTMENT = (
+    sa.update(_DEPARTMENTS)
+    .where(_by_key(_DEPARTMENTS, "tenant_id", "code"))
+    .values(name=sa.bindparam("name"))
 )
 _DELETE_EPISODE = sa.delete(_EPISODES).where(_by_key(_EPISODES, "tenant_id", "encounter_id"))
 _FACT_FIELDS = ("encounter_id", "link_ref", "patient_id", "kind", "time", "data")
@@ -157,6 +171,8 @@ class IngestUnit:
     _births: dict[str, date | None] = field(default_factory=dict)
     #: Prefetched keys whose facts and episodes are not loaded yet.
     _to_map: set[tuple[str, str]] = field(default_factory=set)
+    #: Department code → label as stored (or as this unit wrote it).
+    _departments: dict[str, str | None] = field(default_factory=dict)
 
     # -- reading -----------------------------------------------------------------
 
@@ -206,6 +222,7 @@ class IngestUnit:
         self._unlinked.clear()
         self._births.clear()
         self._to_map.clear()
+        self._departments.clear()
 
     def _fact(self, rtype: str, rid: str) -> _Fact | None:
         key = (rtype, rid)
@@ -357,6 +374,25 @@ class IngestUnit:
                 _INSERT_EPISODE, [{"tenant_id": self.tenant_id, "encounter_id": rid, **values}]
             )
             self._episodes[rid] = True
+        self._name_department(fields.department, fields.department_name)
+
+    def _name_department(self, code: str, name: str | None) -> None:
+        """Keep the department directory: the last label sent for a code wins; an
+        Encounter without a label leaves the stored one. Read first, so the common
+        case (known code, same label) writes nothing and locks nothing."""
+        key = {"k_tenant_id": self.tenant_id, "k_code": code}
+        if code not in self._departments:
+            stored = self.session.execute(_DEPARTMENT_NAME, key).first()
+            if stored is None:
+                self.session.execute(
+                    _INSERT_DEPARTMENT, [{"tenant_id": self.tenant_id, "code": code, "name": name}]
+                )
+                self._departments[code] = name
+                return
+            self._departments[code] = stored[0]
+        if name is not None and name != self._departments[code]:
+            self.session.execute(_RENAME_DEPARTMENT, {**key, "name": name})
+            self._departments[code] = name
 
     def _remap_patient(self, rid: str, body: JSON | None) -> None:
         birth_date = parse_date(body.get("birthDate")) if body is not None else None

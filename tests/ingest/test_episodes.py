@@ -8,8 +8,10 @@ from datetime import date
 from typing import ClassVar
 
 import pytest
+import sqlalchemy as sa
 
-from services.ingest import episode_ids, load_episodes
+from services.ingest import department_names, episode_ids, load_episodes
+from services.ingest.models import DepartmentRow
 from shared.clinical import FactKind
 from tests.conftest import TENANT
 from tests.fhir_factories import condition, encounter, patient, procedure, transaction
@@ -314,3 +316,45 @@ class TestDataQuality:
 
     def test_ingest_key_may_not_read_the_api(self, app_client, ingest_headers):
         assert app_client.get("/api/v1/data-quality", headers=ingest_headers).status_code == 403
+
+
+class TestDepartmentDirectory:
+    """Department labels come from a directory kept at ingest, not from a scan of
+    every episode (a year of a large hospital is a million of them)."""
+
+    def names(self, runtime):
+        with runtime.read() as session:
+            return department_names(session, TENANT)
+
+    def test_the_last_label_sent_wins_and_no_label_keeps_it(
+        self, app_client, ingest_headers, runtime
+    ):
+        put(app_client, encounter("e1"), ingest_headers)
+        put(app_client, encounter("e2", dept="cardiology", dept_name="心内科"), ingest_headers)
+        assert self.names(runtime) == {"emergency": "急诊科", "cardiology": "心内科"}
+
+        put(app_client, encounter("e3", dept_name="急诊医学科"), ingest_headers)
+        assert self.names(runtime)["emergency"] == "急诊医学科"
+
+        unlabelled = encounter("e4")
+        unlabelled["serviceProvider"].pop("display")
+        put(app_client, unlabelled, ingest_headers)
+        assert self.names(runtime)["emergency"] == "急诊医学科"
+
+    def test_one_bundle_labels_a_department_once(self, app_client, ingest_headers, runtime):
+        unlabelled = encounter("e3", dept="icu")
+        unlabelled["serviceProvider"].pop("display")
+        r = app_client.post(
+            "/fhir",
+            json=transaction(
+                encounter("e1", dept_name="急诊科"),
+                encounter("e2", dept_name="急诊医学科"),
+                unlabelled,
+            ),
+            headers=ingest_headers,
+        )
+        assert r.status_code == 200, r.text
+        assert self.names(runtime) == {"emergency": "急诊医学科"}
+        with runtime.read() as session:
+            rows = session.execute(sa.select(DepartmentRow.code, DepartmentRow.name)).all()
+        assert sorted(rows) == [("emergency", "急诊医学科"), ("icu", None)]

@@ -142,15 +142,12 @@ def _configure_sqlite(engine: Engine) -> None:
     # lock for the instant the COMMIT takes, and SQLite's first retry is after 1 ms.
     # An invalidated connection has no info to read (reading it would reconnect); the
     # pool's check-in below releases for it.
-    @event.listens_for(engine, "commit")
-    def _on_commit(conn: Any) -> None:
+    def _on_end(conn: Any) -> None:
         if not conn.invalidated:
             _release(conn.info)
 
-    @event.listens_for(engine, "rollback")
-    def _on_rollback(conn: Any) -> None:
-        if not conn.invalidated:
-            _release(conn.info)
+    event.listen(engine, "commit", _on_end)
+    event.listen(engine, "rollback", _on_end)
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:

@@ -86,39 +86,6 @@ def target_for(session: Session, tenant_id: str, shape: IndicatorShape) -> float
     return row.target if row is not None else shape.default_target
 
 
-def _counter_query(
-    tenant_id: str, code: str, start: date, end: date, departments: Sequence[str] | None
-) -> sa.Select[str, date, int, int, int, int]:
-    query = sa.select(
-        CounterRow.department,
-        CounterRow.day,
-        CounterRow.numerator,
-        CounterRow.denominator,
-        CounterRow.excluded,
-        CounterRow.pending,
-    ).where(
-        CounterRow.tenant_id == tenant_id,
-        CounterRow.indicator == code,
-        CounterRow.day >= start,
-        CounterRow.day <= end,
-    )
-    if departments is not None:
-        query = query.where(CounterRow.department.in_(list(departments)))
-    return query
-
-
-def day_counts(
-    session: Session,
-    tenant_id: str,
-    code: str,
-    start: date,
-    end: date,
-    departments: Sequence[str] | None = None,
-) -> list[tuple[str, date, Counts]]:
-    rows = session.execute(_counter_query(tenant_id, code, start, end, departments))
-    return [(dept, day, Counts(n, d, x, p)) for dept, day, n, d, x, p in rows]
-
-
 _SUMS = (
     sa.func.coalesce(sa.func.sum(CounterRow.numerator), 0),
     sa.func.coalesce(sa.func.sum(CounterRow.denominator), 0),

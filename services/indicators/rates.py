@@ -4,7 +4,7 @@ what rate alerts are decided on."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -73,16 +73,9 @@ def month_status(
     month = day.replace(day=1)
     month_end = queries.next_period(month, "month")
     baseline_start = _months_back(month, BASELINE_MONTHS - 1)
-    current = queries.Counts()
-    baseline = queries.Counts()
-    for _, d, counts in queries.day_counts(
-        session, tenant_id, defn.code, baseline_start, month_end, [department]
-    ):
-        if d >= month_end:
-            continue
-        baseline = baseline + counts
-        if d >= month:
-            current = current + counts
+    last_day = month_end - timedelta(days=1)
+    current = queries.totals(session, tenant_id, defn.code, month, last_day, [department])
+    baseline = queries.totals(session, tenant_id, defn.code, baseline_start, last_day, [department])
     scale = queries.SCALE[defn.unit]
     n = queries.denominator(shape, current)
     base_den = queries.denominator(shape, baseline)

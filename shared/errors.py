@@ -118,6 +118,12 @@ class PayloadTooLargeError(AppError):
     issue_code = "too-costly"
 
 
+class UnsupportedMediaTypeError(AppError):
+    status_code = 415
+    title = "Unsupported media type"
+    issue_code = "not-supported"
+
+
 class InternalError(AppError):
     status_code = 500
     title = "Internal server error"

@@ -33,3 +33,11 @@ ALERTS_RAISED = Counter("qcpulse_alerts_total", "Alerts raised, by type", ["type
 WEBHOOK_ATTEMPTS = Counter(
     "qcpulse_webhook_attempts_total", "Webhook delivery attempts, by outcome", ["outcome"]
 )
+HL7_MESSAGES = Counter(
+    "qcpulse_hl7_messages_total",
+    "HL7 v2 messages answered, by transport and ACK",
+    ["transport", "ack"],
+)
+MLLP_CONNECTIONS = Counter(
+    "qcpulse_mllp_connections_total", "MLLP connections, by how they ended", ["outcome"]
+)

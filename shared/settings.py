@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["all", "ingest", "indicators", "alerts"]
@@ -52,8 +52,34 @@ class Settings(BaseSettings):
     #: Allow webhook URLs on loopback/private addresses (tests, demos, on-premises sinks).
     webhook_allow_private: bool = True
 
+    #: HL7 v2 over MLLP (docs/HL7V2.md): off unless a port is set.
+    mllp_port: int | None = Field(default=None, ge=0, le=65535)
+    mllp_host: str = "127.0.0.1"
+    mllp_max_message_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: A connection that sends no byte for this long is closed.
+    mllp_idle_timeout: timedelta = timedelta(minutes=5)
+    mllp_max_connections: int = Field(default=1000, gt=0)
+    #: PEM files: certificate and key turn on TLS; a CA also requires client certificates.
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
+    mllp_tls_ca: Path | None = None
+    #: MSH-11 processing ids accepted, comma-separated (P production, T training, D debug).
+    hl7_processing_ids: str = Field(default="P", pattern=r"^[A-Z](,[A-Z])*$")
+
     log_level: str = "INFO"
     log_json: bool = False
+
+    @property
+    def accepted_processing_ids(self) -> frozenset[str]:
+        return frozenset(self.hl7_processing_ids.split(","))
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.mllp_tls_cert is None) != (self.mllp_tls_key is None):
+            raise ValueError("QCPULSE_MLLP_TLS_CERT and QCPULSE_MLLP_TLS_KEY go together")
+        if self.mllp_tls_ca is not None and self.mllp_tls_cert is None:
+            raise ValueError("QCPULSE_MLLP_TLS_CA needs QCPULSE_MLLP_TLS_CERT and _KEY")
+        return self
 
     @field_validator("default_timezone")
     @classmethod

@@ -8,7 +8,9 @@ entry, and nothing is stored. A batch applies each entry inside its own savepoin
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -309,3 +311,27 @@ def process_bundle(unit: IngestUnit, bundle: Any, *, max_entries: int) -> JSON:
         out.append(_response_entry(result))
     unit.finish()
     return {"resourceType": "Bundle", "type": "batch-response", "entry": out}
+
+
+def apply_transaction(
+    session: Session,
+    tenant_id: str,
+    tz: ZoneInfo,
+    now: datetime,
+    entries: list[JSON],
+    *,
+    max_entries: int,
+) -> JSON:
+    """Write ``entries`` as one transaction Bundle in the caller's transaction, exactly
+    as ``POST /fhir`` would: for adapters at the ingest edge (HL7 v2) that must commit
+    their own records with the same transaction. Raises what ``process_bundle`` raises."""
+    unit = IngestUnit(session, tenant_id, tz, now)
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    return process_bundle(unit, bundle, max_entries=max_entries)
+
+
+def lock_resources(session: Session, tenant_id: str, keys: list[tuple[str, str]]) -> None:
+    """Take the per-resource locks a write of ``keys`` takes (PostgreSQL; SQLite has one
+    writer), early: a caller that decides what to write from its own records about
+    those resources decides under the same locks as the write."""
+    repository.lock_keys(session, tenant_id, sorted(set(keys)))

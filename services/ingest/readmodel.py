@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from services.ingest import repository
 from services.ingest.mapping import fact_from_json
 from services.ingest.models import DepartmentRow, EpisodeRow, FactRow
 from shared.clinical import Episode, Fact
@@ -90,3 +92,23 @@ def department_names(session: Session, tenant_id: str) -> dict[str, str]:
         )
     )
     return {code: name for code, name in rows if name}
+
+
+def current_resource(
+    session: Session, tenant_id: str, rtype: str, rid: str
+) -> dict[str, Any] | None:
+    """The current body of a resource without its ``meta``; None when absent or deleted."""
+    body = repository.current_body(session, tenant_id, rtype, rid)
+    if body is None:
+        return None
+    return {k: v for k, v in body.items() if k != "meta"}
+
+
+def patient_encounter_ids(session: Session, tenant_id: str, patient_id: str) -> list[str]:
+    """Encounters whose subject is the patient (as the episodes record it)."""
+    rows = session.scalars(
+        sa.select(EpisodeRow.encounter_id)
+        .where(EpisodeRow.tenant_id == tenant_id, EpisodeRow.patient_id == patient_id)
+        .order_by(EpisodeRow.encounter_id)
+    )
+    return list(rows)

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import services.alerts as alerts
+import services.hl7v2 as hl7v2
 import services.indicators as indicators
 import services.ingest as ingest
 from qcpulse import schema
@@ -98,10 +99,17 @@ def create_app(
         app.state.runtime = rt
         rt.stop.clear()
         threads = start_workers(rt, role) if run_workers else []
+        listener = None
+        if run_workers and role in ("all", "ingest") and rt.settings.mllp_port is not None:
+            listener = hl7v2.MllpListener.from_settings(rt)
+            await listener.start()
+        app.state.mllp = listener
         log.info("qcpulse started", role=role, database=rt.engine.url.get_backend_name())
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.close()
             rt.stop.set()
             for thread in threads:
                 thread.join(timeout=5)
@@ -163,6 +171,8 @@ def create_app(
 
     app.include_router(ingest.router, tags=["fhir"])
     app.include_router(ingest.api_router, tags=["data quality"])
+    app.include_router(hl7v2.router, tags=["hl7v2"])
+    app.include_router(hl7v2.api_router, tags=["hl7v2"])
     app.include_router(keys.router, tags=["keys"])
     app.include_router(indicators.router, tags=["indicators"])
     app.include_router(alerts.router, tags=["alerts"])

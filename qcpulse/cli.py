@@ -101,6 +101,27 @@ def cmd_recompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hl7_replay(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from qcpulse.app import prepare
+    from services.hl7v2 import replay
+    from shared.runtime import Runtime
+
+    runtime = Runtime.from_settings(_settings())
+    prepare(runtime)
+    changes: Counter[tuple[str, str]] = Counter()
+    with _progress("replaying HL7 v2 messages") as advance:
+        for done in replay(runtime, tenant_id=args.tenant, status=args.status, ids=args.id):
+            changes[(done.before, done.after)] += 1
+            advance(changes.total(), 0)
+    runtime.close()
+    total = sum(changes.values())
+    detail = ", ".join(f"{n} {a}→{b}" for (a, b), n in sorted(changes.items()))
+    print(f"hl7 replay: {total} message(s) applied again" + (f" ({detail})" if detail else ""))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from qcpulse.demo import DemoOptions, run
 
@@ -221,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", type=Path, help="SQLite file to keep (default: a temporary file)")
     demo.add_argument("--quiet", action="store_true", help="do not print alerts")
     demo.set_defaults(func=cmd_demo)
+
+    hl7 = sub.add_parser("hl7", help="HL7 v2 message log")
+    hl7_sub = hl7.add_subparsers(dest="hl7_command", required=True)
+    replay = hl7_sub.add_parser(
+        "replay", help="apply stored v2 messages again through the current mapping"
+    )
+    replay.add_argument("--tenant", help="only this tenant's messages (default: all)")
+    replay.add_argument("--status", choices=["AA", "AE", "AR"], help="only messages answered so")
+    replay.add_argument("--id", type=int, action="append", help="only this message (repeatable)")
+    replay.set_defaults(func=cmd_hl7_replay)
 
     synth = sub.add_parser("synth", help="write synthetic FHIR bundles as ndjson")
     synth.add_argument("--episodes", type=int, default=1000)

@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 import services.alerts.models
+import services.hl7v2.models
 import services.indicators.models
 import services.ingest.models
 import shared.models
@@ -22,6 +23,7 @@ _MODEL_MODULES = (
     services.ingest.models,
     services.indicators.models,
     services.alerts.models,
+    services.hl7v2.models,
 )
 
 metadata = Base.metadata

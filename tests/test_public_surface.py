@@ -8,18 +8,23 @@ from pathlib import Path
 import pytest
 
 import services.alerts
+import services.hl7v2
 import services.indicators
 import services.ingest
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ("ingest", "indicators", "alerts")
+SERVICES = ("ingest", "indicators", "alerts", "hl7v2")
 
 EXPECTED = {
     services.ingest: {
         "api_router",
+        "apply_transaction",
+        "current_resource",
         "department_names",
         "episode_ids",
         "load_episodes",
+        "lock_resources",
+        "patient_encounter_ids",
         "router",
         "tenants_with_data",
     },
@@ -37,6 +42,15 @@ EXPECTED = {
         "verify",
     },
     services.alerts: {"handlers", "loops", "router", "start_workers"},
+    services.hl7v2: {
+        "Answer",
+        "MllpListener",
+        "Replayed",
+        "api_router",
+        "receive",
+        "replay",
+        "router",
+    },
 }
 
 

@@ -369,3 +369,20 @@ def test_wrong_media_type_is_415(app_client, source, ingest_headers):
         headers={**ingest_headers, "Content-Type": "application/json"},
     )
     assert r.status_code == 415
+
+
+def test_replay_applies_logged_messages_again_in_order(
+    app_client, runtime, source, ingest_headers, admin_headers
+):
+    from services.hl7v2 import replay
+
+    post(app_client, ingest_headers, stemi_adt())
+    post(app_client, ingest_headers, message(msh("ADT^A04^ADT_A01", "e"), PID))  # AE
+    post(app_client, ingest_headers, pci_message())
+    done = list(replay(runtime))
+    assert [(r.before, r.after) for r in done] == [("AA", "AA"), ("AE", "AE"), ("AA", "AA")]
+    assert all(m.replayed_at is not None for m in logged(runtime))
+    # Identical content: replaying wrote no new version.
+    r = app_client.get("/fhir/Encounter/enc-0001/_history", headers=admin_headers)
+    assert r.json()["total"] == 1
+    assert [r.id for r in replay(runtime, status="AE")] == [logged(runtime)[1].id]

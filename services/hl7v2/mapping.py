@@ -347,8 +347,13 @@ class _Walk:
         self.evn = seg
 
     def patient_id(self, seg: Segment) -> str | None:
-        reps = seg.reps(3)
-        chosen = next((i for i, r in enumerate(reps, 1) if seg.get(3, 5, rep=i) == "MR"), 1)
+        # Positions of the repetitions that carry a value (an engine may send ``~X``).
+        reps = (
+            [i for i in range(1, len(seg.fields[3]) + 1) if seg.get(3, 1, rep=i).strip()]
+            if len(seg.fields) > 3
+            else []
+        )
+        chosen = next((i for i in reps if seg.get(3, 5, rep=i) == "MR"), reps[0] if reps else 1)
         value = seg.get(3, 1, rep=chosen).strip() if reps else ""
         return fhir_id(value) if value else None
 
@@ -362,7 +367,7 @@ class _Walk:
         if self.code != "ADT":
             return
         identifiers = []
-        for i, _ in enumerate(seg.reps(3), 1):
+        for i in range(1, len(seg.fields[3]) + 1):
             value = seg.get(3, 1, rep=i).strip()
             if not value:
                 continue
@@ -734,7 +739,7 @@ class _Walk:
         value = self.value(seg)
         interpretation = [
             {"coding": [{"system": INTERPRETATION, "code": flag}]}
-            for i in range(1, len(seg.reps(8)) + 1)
+            for i in range(1, (len(seg.fields[8]) if len(seg.fields) > 8 else 0) + 1)
             if (flag := seg.get(8, rep=i).strip())
         ]
         if code is None or status is None:
@@ -801,7 +806,8 @@ class _Walk:
         return {}
 
     def on_nte(self, seg: Segment) -> None:
-        texts = [seg.text(3, rep=i) for i in range(1, len(seg.reps(3)) + 1)]
+        count = len(seg.fields[3]) if len(seg.fields) > 3 else 0
+        texts = [seg.text(3, rep=i) for i in range(1, count + 1)]
         text = "\n".join(t for t in texts if t)
         if not text:
             return

@@ -135,6 +135,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             backfill_hours=args.backfill_hours,
             db=args.db,
             quiet=args.quiet,
+            mllp_port=args.mllp_port,
         )
     )
 
@@ -241,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--db", type=Path, help="SQLite file to keep (default: a temporary file)")
     demo.add_argument("--quiet", action="store_true", help="do not print alerts")
+    demo.add_argument(
+        "--mllp-port",
+        type=int,
+        default=2575,
+        help="HL7 v2 MLLP listener; part of the feed arrives through it (0: any free port)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     hl7 = sub.add_parser("hl7", help="HL7 v2 message log")

@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import secrets
+import socket
 import sys
 import tempfile
 import threading
@@ -35,6 +36,7 @@ from standardwebhooks import Webhook
 from qcpulse.app import create_app, prepare
 from qcpulse.loader import Poster, load, paced
 from qcpulse.synth import HospitalConfig, Send, generate
+from qcpulse.synth.v2 import render_bundle
 from shared.auth import Role, create_key
 from shared.clock import ScaledClock, utcnow
 from shared.logging import configure_logging
@@ -52,6 +54,8 @@ class DemoOptions:
     backfill_hours: float = 8.0
     db: Path | None = None
     quiet: bool = False
+    #: The HL7 v2 listener; every other bundle of the feed is sent through it as v2.
+    mllp_port: int = 2575
 
 
 class Sink:
@@ -120,6 +124,46 @@ def split_backlog(sends: Iterator[Send], now: datetime) -> tuple[list[Send], Ite
     return backlog, iter(())
 
 
+V2_FACILITY = "DEMO-HIS"
+
+
+class V2Feed:
+    """Part of the simulated hospital speaks HL7 v2: its bundles are rendered as v2
+    messages and sent over one MLLP connection, waiting for each ACK, as an
+    integration engine does; what v2 cannot carry is posted as FHIR after them."""
+
+    def __init__(self, port: int, poster: Poster) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.poster = poster
+        self.sent = 0
+        self.refused = 0
+
+    def send(self, send: Send) -> None:
+        rendered = render_bundle(
+            send.bundle,
+            facility=V2_FACILITY,
+            control_prefix=f"demo{self.sent}",
+            message_time=send.at,
+        )
+        self.sent += 1
+        for raw in rendered.messages:
+            self.sock.sendall(b"\x0b" + raw + b"\x1c\r")
+            answer = b""
+            while not answer.endswith(b"\x1c\r"):
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("the MLLP listener closed the connection")
+                answer += chunk
+            if b"MSA|AA|" not in answer:
+                self.refused += 1
+        if rendered.rest:
+            rest = {"resourceType": "Bundle", "type": "transaction", "entry": rendered.rest}
+            self.poster.post(orjson.dumps(rest))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def _keys(runtime: Runtime, tenant: str) -> tuple[str, str]:
     with runtime.write() as session:
         _, ingest_key = create_key(session, tenant, Role.INGEST, name="demo integration engine")
@@ -127,18 +171,22 @@ def _keys(runtime: Runtime, tenant: str) -> tuple[str, str]:
     return ingest_key, reader_key
 
 
-def _banner(url: str, tenant: str, reader_key: str, options: DemoOptions, db: Path) -> str:
+def _banner(
+    url: str, tenant: str, reader_key: str, options: DemoOptions, db: Path, mllp_port: int
+) -> str:
     auth = f"-H 'Authorization: Bearer {reader_key}'"
     pace = f"{options.hospital_size}, at {options.speed:g}× real time"
     return f"""
 qcpulse demo — a simulated hospital ({tenant}), {pace}
   server      {url}   (SQLite: {db})
   reader key  {reader_key}
+  HL7 v2      MLLP on 127.0.0.1:{mllp_port} (source {V2_FACILITY}: half the feed arrives as v2)
 
 Try:
   curl -s {auth} {url}/api/v1/indicators
   curl -s {auth} '{url}/api/v1/indicators/PIT-2026-31/breakdown'
   curl -s {auth} '{url}/api/v1/alerts?status=open'
+  mllp_send --loose --port {mllp_port} --file examples/stemi-visit.hl7 127.0.0.1
 
 Clinical times run {options.speed:g}× faster than the wall clock. Alerts appear below. Ctrl-C stops.
 """
@@ -162,6 +210,7 @@ def run(options: DemoOptions) -> int:
             "database_url": f"sqlite:///{db}",
             "bootstrap_tenant": tenant,
             "bootstrap_admin_key": SecretStr(admin_key),
+            "mllp_port": options.mllp_port,
         }
     )
     shanghai = ZoneInfo("Asia/Shanghai")
@@ -201,22 +250,30 @@ def run(options: DemoOptions) -> int:
         )
         response.raise_for_status()
         sink.secret = response.json()["secret"]
+        for facility in (V2_FACILITY, "SHXH"):  # the demo feed; the README's example file
+            admin.post("/api/v1/hl7/sources", json={"facility": facility}).raise_for_status()
         admin.close()
-        print(_banner(url, tenant, reader_key, options, db), flush=True)
+        mllp_port = app.state.mllp.port
+        print(_banner(url, tenant, reader_key, options, db, mllp_port), flush=True)
         config = HospitalConfig.from_size(options.hospital_size, tenant=tenant)  # type: ignore[arg-type]
         start = clock.now() - timedelta(hours=options.backfill_hours)
         sends = generate(config, start=start, days=365, seed=options.seed)
         poster = Poster(url, ingest_key)
+        v2 = V2Feed(mllp_port, poster)
         try:
             backlog, sends = split_backlog(sends, clock.now())
             load(poster, (send.bundle for send in backlog), concurrency=4)
-            for send in paced(sends, clock.now, feed_stop):
-                poster.post(orjson.dumps(send.bundle))
-        except httpx.HTTPError as exc:
+            for n, send in enumerate(paced(sends, clock.now, feed_stop)):
+                if n % 2:
+                    v2.send(send)
+                else:
+                    poster.post(orjson.dumps(send.bundle))
+        except (httpx.HTTPError, OSError) as exc:
             if not feed_stop.is_set():
                 print(f"demo feed stopped: {exc}", file=sys.stderr)
         finally:
             poster.close()
+            v2.close()
 
     feeder = threading.Thread(target=feed, name="demo-feed", daemon=True)
     feeder.start()

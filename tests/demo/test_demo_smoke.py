@@ -43,6 +43,8 @@ def test_demo_shows_indicators_and_alerts_within_a_minute(tmp_path):
             "120",
             "--db",
             str(tmp_path / "demo.db"),
+            "--mllp-port",
+            "0",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -56,9 +58,10 @@ def test_demo_shows_indicators_and_alerts_within_a_minute(tmp_path):
     )
     with_data: set[str] = set()
     alerts: list[dict] = []
+    v2: list[dict] = []
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (len(with_data) < 3 or not alerts):
+        while time.monotonic() < deadline and (len(with_data) < 3 or not alerts or not v2):
             time.sleep(2)
             try:
                 codes = [i["code"] for i in client.get("/api/v1/indicators").json()]
@@ -70,10 +73,13 @@ def test_demo_shows_indicators_and_alerts_within_a_minute(tmp_path):
                     if value["denominator"] > 0:
                         with_data.add(code)
                 alerts = client.get("/api/v1/alerts").json()["alerts"]
+                v2 = client.get("/api/v1/hl7/messages", params={"status": "AA"}).json()["messages"]
             except httpx.TransportError:
                 assert proc.poll() is None, "the demo exited early"
         assert len(with_data) >= 3, f"indicators with data: {sorted(with_data)}"
         assert alerts, "no alert within 90 seconds"
+        assert v2, "no HL7 v2 message accepted within 90 seconds"
+        assert not client.get("/api/v1/hl7/messages", params={"status": "AE"}).json()["messages"]
         # The bootstrap admin key sees the simulated hospital: it is that tenant.
         assert {a["tenant"] for a in alerts} == {"H0042"}
     finally:
@@ -85,6 +91,6 @@ def test_demo_shows_indicators_and_alerts_within_a_minute(tmp_path):
             output, _ = proc.communicate()
         client.close()
     assert proc.returncode == 0, output[-2000:]
-    assert "reader key" in output and "curl" in output
+    assert "reader key" in output and "curl" in output and "MLLP on 127.0.0.1:" in output
     assert "⚑" in output  # at least one alert was received by the built-in sink and shown
     assert "demo stopped" in output

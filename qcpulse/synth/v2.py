@@ -61,6 +61,7 @@ from services.hl7v2.mapping import (
     INTERPRETATION,
     LOCAL_SYSTEM,
     OBSERVATION_CATEGORY,
+    OID,
     SERVICE_CATEGORY,
     UCUM,
     V2_TABLE,
@@ -80,7 +81,6 @@ _V2_NAMES: dict[str, str] = {}
 for _name, _uri in CODING_SYSTEMS.items():
     _V2_NAMES.setdefault(_uri, _name)
 
-_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
 _TABLE = re.compile(r"\d{4}")
 _DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
 _OBSERVATION_ID = re.compile(r"(.+)-(\d+)")
@@ -163,7 +163,7 @@ def v2_coding_system(uri: str) -> str:
     (``L`` when there is none)."""
     if uri in _V2_NAMES:
         return _V2_NAMES[uri]
-    if uri.startswith("urn:oid:") and _OID.fullmatch(uri[8:]):
+    if uri.startswith("urn:oid:") and OID.fullmatch(uri[8:]):
         return uri[8:]
     if uri.startswith(V2_TABLE) and _TABLE.fullmatch(uri[len(V2_TABLE) :]):
         return "HL7" + uri[len(V2_TABLE) :]

@@ -64,7 +64,8 @@ CODING_SYSTEMS: dict[str, str] = {
     **dict.fromkeys(("SCT", "SNM", "SNOMED", "SNOMEDCT", "SNOMED-CT"), _SNOMED),
     **dict.fromkeys(("WC", "ATC"), _ATC),
 }
-_OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
+#: An ISO OID, as CWE-3 or CX.4.2 may carry one.
+OID = re.compile(r"[0-2](\.(0|[1-9]\d*))+")
 _HL7_TABLE = re.compile(r"HL7(\d{4})")
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
@@ -165,7 +166,7 @@ def system_uri(name: str) -> str:
     known = CODING_SYSTEMS.get(name.upper())
     if known is not None:
         return known
-    if _OID.fullmatch(name):
+    if OID.fullmatch(name):
         return f"urn:oid:{name}"
     table = _HL7_TABLE.fullmatch(name.upper())
     if table is not None:

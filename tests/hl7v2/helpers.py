@@ -69,6 +69,18 @@ def logged(runtime: Runtime) -> list[HL7Message]:
     return rows
 
 
+#: The emergency visit of examples/stemi-visit.json: department, visit number, arrival.
+STEMI_PV1 = seg(
+    "PV1",
+    "1",
+    "E",
+    *[""] * 7,
+    "emergency^急诊科",
+    *[""] * 8,
+    "enc-0001",
+    *[""] * 24,
+    "20260302100000",
+)
 PID = seg("PID", "1", "", "MRN0001^^^SHXH^MR", "", "王^建国", "", "19610412", "M")
 
 
@@ -78,23 +90,7 @@ def stemi_adt(control_id: str = "m1", *, event: str = "A04", time: str = "202603
         msh(f"ADT^{event}^ADT_A01", control_id, time=time),
         seg("EVN", event, time),
         PID,
-        seg(
-            "PV1",
-            "1",
-            "E",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "emergency^急诊科",
-            *[""] * 8,
-            "enc-0001",
-            *[""] * 24,
-            "20260302100000",
-        ),
+        STEMI_PV1,
         seg(
             "DG1",
             "1",
@@ -122,23 +118,7 @@ def pci_message(
         msh("ADT^A08^ADT_A01", control_id, time=time),
         seg("EVN", "A08", time),
         PID,
-        seg(
-            "PV1",
-            "1",
-            "E",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "emergency^急诊科",
-            *[""] * 8,
-            "enc-0001",
-            *[""] * 24,
-            "20260302100000",
-        ),
+        STEMI_PV1,
         seg(
             "PR1",
             "1",

@@ -386,3 +386,20 @@ def test_replay_applies_logged_messages_again_in_order(
     r = app_client.get("/fhir/Encounter/enc-0001/_history", headers=admin_headers)
     assert r.json()["total"] == 1
     assert [r.id for r in replay(runtime, status="AE")] == [logged(runtime)[1].id]
+
+
+def test_readme_example_file_after_the_fhir_bundle_keeps_the_value(
+    app_client, runtime, source, ingest_headers, reader_headers
+):
+    """The README tour: examples/stemi-visit.json, then examples/stemi-visit.hl7."""
+    r = app_client.post("/fhir", json=json.loads(EXAMPLE.read_text()), headers=ingest_headers)
+    assert r.status_code == 200
+    drain(runtime)
+    assert value(app_client, reader_headers) == (1, 1, 0)
+    text = (EXAMPLE.parent / "stemi-visit.hl7").read_bytes()
+    for chunk in text.split(b"MSH|")[1:]:
+        raw = (b"MSH|" + chunk).replace(b"\n", b"\r")
+        assert ack_code(post(app_client, ingest_headers, raw)) == "AA"
+    drain(runtime)
+    assert value(app_client, reader_headers) == (1, 1, 0)
+    assert verify(runtime).ok

@@ -15,7 +15,6 @@ import itertools
 import logging
 import os
 import secrets
-import socket
 import sys
 import tempfile
 import threading
@@ -30,6 +29,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 import uvicorn
+from hl7.client import MLLPClient
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
@@ -133,7 +133,7 @@ class V2Feed:
     integration engine does; what v2 cannot carry is posted as FHIR after them."""
 
     def __init__(self, port: int, poster: Poster) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.client = MLLPClient("127.0.0.1", port)
         self.poster = poster
         self.sent = 0
         self.refused = 0
@@ -147,21 +147,14 @@ class V2Feed:
         )
         self.sent += 1
         for raw in rendered.messages:
-            self.sock.sendall(b"\x0b" + raw + b"\x1c\r")
-            answer = b""
-            while not answer.endswith(b"\x1c\r"):
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("the MLLP listener closed the connection")
-                answer += chunk
-            if b"MSA|AA|" not in answer:
+            if b"MSA|AA|" not in self.client.send_message(raw):
                 self.refused += 1
         if rendered.rest:
             rest = {"resourceType": "Bundle", "type": "transaction", "entry": rendered.rest}
             self.poster.post(orjson.dumps(rest))
 
     def close(self) -> None:
-        self.sock.close()
+        self.client.close()
 
 
 def _keys(runtime: Runtime, tenant: str) -> tuple[str, str]:

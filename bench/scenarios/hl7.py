@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
+from hl7.client import MLLPClient
 
 from bench.context import Context
 from bench.server import Database, Server, free_port
@@ -26,7 +27,6 @@ from bench.stats import Results, percentile
 from services.hl7v2.mapping import to_transaction
 from services.hl7v2.parse import parse_message, read_envelope
 
-VT, FS_CR = b"\x0b", b"\x1c\r"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
@@ -69,16 +69,11 @@ def as_bundle(raw: bytes) -> bytes:
 def _mllp_worker(
     messages: list[bytes], port: int, latencies: list[float], errors: list[str]
 ) -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+    """One engine's connection: python-hl7's MLLP client, waiting for each ACK."""
+    with MLLPClient("127.0.0.1", port) as client:
         for raw in messages:
             started = time.perf_counter()
-            sock.sendall(VT + raw + FS_CR)
-            answer = b""
-            while not answer.endswith(FS_CR):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("the listener closed the connection")
-                answer += chunk
+            answer = client.send_message(raw)
             latencies.append(time.perf_counter() - started)
             if b"MSA|AA|" not in answer:
                 errors.append(answer.decode(errors="replace")[:300])

@@ -172,20 +172,28 @@ def _apply(
 ) -> _Applied:
     """Write the message's resources that no newer message has written, as one
     transaction, and record this message as their last writer."""
+    # Everything read to decide what to write (stored arrivals, the merged patient's
+    # visits, the message times) is read under the resources' locks, so a concurrent
+    # message for the same resources decides after this one committed.
+    keys = _keys(mapped.entries)
+    if mapped.merge is not None:
+        keys.append(("Patient", mapped.merge[0]))
+    ingest.lock_resources(session, tenant_id, keys)
     entries = [_inherit(session, tenant_id, e, mapped.inherit) for e in mapped.entries]
     if mapped.merge is not None:
-        entries += _merge_entries(session, tenant_id, *mapped.merge)
+        merged = _merge_entries(session, tenant_id, *mapped.merge)
+        # The merged-away patient's visits, known only now (the lock is re-entrant).
+        ingest.lock_resources(session, tenant_id, _keys(merged))
+        entries += merged
     keys = _keys(entries)
-    # Under the resources' locks, so a concurrent message for the same resources
-    # decides after this one committed, on what it wrote.
-    ingest.lock_resources(session, tenant_id, keys)
     known = repository.clock_times(session, tenant_id, keys)
-    fresh = [
-        (key, e)
-        for key, e in zip(keys, entries, strict=True)
-        if key not in known or known[key] <= mapped.message_time
-    ]
-    stale = [f"{t}/{i}" for t, i in keys if (t, i) in known and known[(t, i)] > mapped.message_time]
+    fresh: list[tuple[tuple[str, str], JSON]] = []
+    stale: list[str] = []
+    for key, e in zip(keys, entries, strict=True):
+        if key in known and known[key] > mapped.message_time:
+            stale.append(f"{key[0]}/{key[1]}")
+        else:
+            fresh.append((key, e))
     if not fresh:
         return _Applied([], stale)
     response = ingest.apply_transaction(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -54,6 +55,17 @@ def seg(*fields: str) -> str:
 
 def message(*segments: str) -> bytes:
     return ("\r".join(segments) + "\r").encode("utf-8")
+
+
+def read_frame(sock: socket.socket) -> bytes:
+    """Bytes up to the end of one MLLP frame, or what came before the peer closed."""
+    data = b""
+    while not data.endswith(b"\x1c\r"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def ack_code(ack: str | bytes) -> str:

@@ -20,7 +20,7 @@ import pytest
 from hl7.client import MLLPClient
 
 from tests.conftest import _empty
-from tests.hl7v2.helpers import PID, ack_code, message, msh, pci_message, seg, stemi_adt
+from tests.hl7v2.helpers import PID, ack_code, message, msh, pci_message, read_frame, seg, stemi_adt
 from tests.hl7v2.test_service import critical_oru
 
 ADMIN = "hl7-server-admin-key"
@@ -101,13 +101,7 @@ def send_raw(port: int, payload: bytes, *, timeout: float = 10) -> bytes:
     """Send bytes as they are; read until the peer answers one frame or closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(payload)
-        data = b""
-        while not data.endswith(FS_CR):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
+        return read_frame(sock)
 
 
 def messages(server: Server, status: str | None = None) -> list[dict]:

@@ -18,7 +18,7 @@ import pytest
 from services.hl7v2 import MllpListener
 from services.hl7v2.models import HL7Source
 from tests.conftest import TENANT
-from tests.hl7v2.helpers import ack_code, stemi_adt
+from tests.hl7v2.helpers import ack_code, read_frame, stemi_adt
 
 VT, FS_CR = b"\x0b", b"\x1c\r"
 
@@ -99,13 +99,7 @@ def exchange(port: int, context: ssl.SSLContext, raw: bytes) -> bytes:
         context.wrap_socket(plain, server_hostname="127.0.0.1") as sock,
     ):
         sock.sendall(VT + raw + FS_CR)
-        data = b""
-        while not data.endswith(FS_CR):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
+        return read_frame(sock)
 
 
 def test_tls_listener_acknowledges_a_trusting_client(runtime, registered, certs):

@@ -594,17 +594,22 @@ class _Walk:
                     seg, REQUIRED_FIELD_MISSING, "ORC-2 (placer order number) is required", 2
                 )
                 return
-            self.order.request = self.add(
-                {
-                    "resourceType": "ServiceRequest",
-                    "id": fhir_id(rid),
-                    "status": self.service_status(self.order),
-                    "intent": "order",
-                    "subject": _ref("Patient", self.patient),
-                    "encounter": _ref("Encounter", self.visit),
-                    "authoredOn": self.order.authored or self.msh_time,
-                }
-            )
+            self.service_request(self.order, rid)
+
+    def service_request(self, order: _Order, rid: str) -> JSON:
+        """The ServiceRequest an order group (ORC, or an OBR alone) stands for."""
+        order.request = request = self.add(
+            {
+                "resourceType": "ServiceRequest",
+                "id": fhir_id(rid),
+                "status": self.service_status(order),
+                "intent": "order",
+                "subject": _ref("Patient", self.patient),
+                "encounter": _ref("Encounter", self.visit),
+                "authoredOn": order.authored or self.msh_time,
+            }
+        )
+        return request
 
     @staticmethod
     def service_status(order: _Order) -> str:
@@ -617,7 +622,8 @@ class _Walk:
     def on_obr(self, seg: Segment) -> None:
         order = self.order
         if self.code in ("ORM", "OMG"):
-            if order is None or order.request is None:
+            request = order.request if order is not None else None
+            if request is None:
                 rid = seg.get(2).strip() or seg.get(3).strip()
                 if order is None:
                     order = self.order = _Order(
@@ -628,22 +634,12 @@ class _Walk:
                         seg, REQUIRED_FIELD_MISSING, "OBR-2 (placer order number) is required", 2
                     )
                     return
-                order.request = self.add(
-                    {
-                        "resourceType": "ServiceRequest",
-                        "id": fhir_id(rid),
-                        "status": self.service_status(order),
-                        "intent": "order",
-                        "subject": _ref("Patient", self.patient),
-                        "encounter": _ref("Encounter", self.visit),
-                        "authoredOn": order.authored or self.msh_time,
-                    }
-                )
+                request = self.service_request(order, rid)
             code = self.codeable(seg, 4)
             if code is None:
                 self.required(seg, 4, "universal service identifier")
             else:
-                order.request["code"] = code
+                request["code"] = code
             return
         if self.code != "ORU":
             return

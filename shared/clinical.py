@@ -113,6 +113,17 @@ class Episode:
     discharge: datetime | None
     #: ``Patient.birthDate`` of the subject, when the Patient is known.
     birth_date: date | None = None
+    #: ``Patient.deceasedDateTime`` of the subject.
+    deceased_at: datetime | None = None
+    #: ``Encounter.partOf``: the encounter this one is part of (one Encounter's view).
+    part_of: str | None = None
+    #: ``Encounter.priority`` code (v3-ActPriority: EL elective, EM emergency, UR urgent).
+    priority: str | None = None
+    #: ``Encounter.hospitalization.dischargeDisposition``, first coding.
+    disposition: Coding | None = None
+    #: An episode chain's encounter ids, root first (``partOf``, docs/INDICATORS.md
+    #: "Encounter chains"); a lone Encounter is a chain of one.
+    members: tuple[str, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -158,4 +169,6 @@ class Case:
     at_risk_at: datetime | None = None
     #: When the status may change with no new data (a pending deadline), else None.
     decide_at: datetime | None = None
+    #: The patient of a patient-level case (follow-up, patient × month), else None.
+    patient_id: str | None = None
     details: dict[str, str] = field(default_factory=dict, compare=False, hash=False)

@@ -71,6 +71,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared import units
 from shared.clinical import FactKind
 
 from .valuesets import ValueSet, ValueSetError
@@ -208,6 +209,26 @@ class LocalizedName(_Spec):
     en: str = Field(min_length=1)
 
 
+class ValueTest(_Spec):
+    """A test of ``valueQuantity`` against bounds written in one canonical UCUM unit;
+    the fact's value is converted to it (``shared.units``), and a value in a unit that
+    cannot be converted passes no test."""
+
+    at_least: float | None = None
+    above: float | None = None
+    below: float | None = None
+    at_most: float | None = None
+    unit: str = Field(min_length=1)
+    #: The measured quantity, needed to convert between molar and mass units.
+    quantity: str | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ValueTest:
+        if all(v is None for v in (self.at_least, self.above, self.below, self.at_most)):
+            raise ValueError("a value test needs at_least, above, below or at_most")
+        return self
+
+
 class FactFilter(_Spec):
     """Conditions on one fact; value set names refer to the definition's ``valuesets``."""
 
@@ -224,6 +245,10 @@ class FactFilter(_Spec):
     not_before: TimeRefStr | None = None
     before: TimeRefStr | None = None
     not_after: TimeRefStr | None = None
+    value: ValueTest | None = None
+    #: Duration of the fact (end − start): anaesthesia longer than 2 h.
+    longer_than: Duration | None = None
+    not_longer_than: Duration | None = None
 
 
 def _str_or_mapping(value: Any) -> str:
@@ -286,11 +311,45 @@ class FactSelector(_KindFields):
         return self
 
 
+class CountSpec(_Spec):
+    """How many facts match: ``{of: {medication: antipsychotic}, exactly: 1, distinct: code}``."""
+
+    of: FactSelector
+    exactly: int | None = Field(default=None, ge=0)
+    at_least: int | None = Field(default=None, ge=0)
+    at_most: int | None = Field(default=None, ge=0)
+    #: Count distinct resources (default) or distinct codes (two orders of one drug: one).
+    distinct: Literal["resource", "code"] = "resource"
+
+    @model_validator(mode="after")
+    def _bounded(self) -> CountSpec:
+        if self.exactly is not None and (self.at_least is not None or self.at_most is not None):
+            raise ValueError("give exactly, or at_least/at_most")
+        if all(v is None for v in (self.exactly, self.at_least, self.at_most)):
+            raise ValueError("a count needs exactly, at_least or at_most")
+        return self
+
+
+class ValueOf(_Spec):
+    """The first or last matching fact (by time) passes a value test."""
+
+    of: FactSelector
+    value: ValueTest
+
+
 class Criterion(_KindFields):
     """A test on the episode; every part present must hold."""
 
     episode_open: bool | None = None
     discharged_within: Duration | None = None
+    #: Discharged, and discharge − arrival is longer than this.
+    stay_longer_than: Duration | None = None
+    #: ``died``: discharge disposition ``exp`` or the patient's death at or before
+    #: discharge; ``survived``: discharged and not died.
+    outcome: Literal["died", "survived"] | None = None
+    count: CountSpec | None = None
+    first: ValueOf | None = None
+    last: ValueOf | None = None
     without: FactSelector | None = None
     any_of: list[Criterion] | None = None
 
@@ -299,7 +358,17 @@ class Criterion(_KindFields):
         n = len(self.chosen())
         if n > 1:
             raise ValueError("a criterion names at most one fact kind; list several criteria")
-        others = (self.episode_open, self.discharged_within, self.without, self.any_of)
+        others = (
+            self.episode_open,
+            self.discharged_within,
+            self.stay_longer_than,
+            self.outcome,
+            self.count,
+            self.first,
+            self.last,
+            self.without,
+            self.any_of,
+        )
         if n == 0 and all(v is None for v in others):
             raise ValueError("empty criterion")
         return self
@@ -381,6 +450,8 @@ class ClockSpec(_Spec):
 class PopulationSpec(_Spec):
     encounter_class: list[str] | None = None
     min_age: int | None = Field(default=None, ge=0)
+    #: Inclusive: ``max_age: 17`` is under 18.
+    max_age: int | None = Field(default=None, ge=0)
     unknown_age: Literal["include", "exclude"] = "include"
     each: Annotated[list[FactSelector], BeforeValidator(_as_list)] | None = None
     requires: Criteria = Field(default_factory=list)
@@ -389,6 +460,53 @@ class PopulationSpec(_Spec):
 
 class NumeratorEvents(_Spec):
     each: Annotated[list[FactSelector], BeforeValidator(_as_list)] = Field(min_length=1)
+
+
+class FollowupEpisode(_Spec):
+    """A later episode of the same patient that counts (a readmission)."""
+
+    encounter_class: list[str] | None = None
+    #: ``Encounter.priority`` codes that do not count (``EL``: a planned admission).
+    priority_not: list[str] = Field(default_factory=list)
+    requires: Criteria = Field(default_factory=list)
+
+
+class FollowupSpec(_Spec):
+    """What follows an index episode within a window, for the same patient."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: TimeRefStr = Field(alias="from")
+    within: Duration
+    episode: FollowupEpisode | None = None
+    #: A fact in any episode of the patient (the index too) timed in the window.
+    fact: FactSelector | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> FollowupSpec:
+        if (self.episode is None) == (self.fact is None):
+            raise ValueError("followup takes episode or fact, exactly one")
+        return self
+
+
+class MonthSpec(_Spec):
+    """Patient × calendar month cases: months in which ``active`` happened."""
+
+    active: FactSelector
+    requires: Criteria = Field(default_factory=list)
+
+
+def _days_tag(value: Any) -> str:
+    return "stay" if value == "stay" else "device"
+
+
+DenominatorDays = Annotated[
+    Annotated[Literal["stay"], Tag("stay")] | Annotated[FactSelector, Tag("device")],
+    Discriminator(_days_tag),
+]
+
+_YEAR_IN_CODE = re.compile(r"-(20\d\d)-")
+_GROUP_BY_PREFIX = {"NIT": "national", "PIT": "specialty"}
 
 
 def _version(value: object) -> object:
@@ -403,24 +521,48 @@ class IndicatorDefinition(_Spec):
     description: str = ""
     source: str = Field(min_length=1)
     version: Annotated[str, BeforeValidator(_version)]
-    kind: Literal["proportion", "ratio"] = "proportion"
-    case: Literal["episode", "resource"] = "episode"
+    #: The catalogue year (``"2026"``); by default the year in the code, else none.
+    catalogue: str | None = None
+    group: Literal["national", "specialty", "regional", "other"] | None = None
+    #: Where the formula comes from when the seed states only the goal.
+    formula_source: str | None = None
+    #: Earlier catalogues' codes this definition replaces.
+    supersedes: list[str] = Field(default_factory=list)
+    kind: Literal["proportion", "ratio", "manual"] = "proportion"
+    case: Literal["episode", "resource", "followup", "patient_month"] = "episode"
     population: PopulationSpec = Field(default_factory=PopulationSpec)
     exclusions: Criteria = Field(default_factory=list)
     times: dict[str, TimeDef] = Field(default_factory=dict)
     clock: ClockSpec | None = None
     numerator: Criteria = Field(default_factory=list)
     numerator_events: NumeratorEvents | None = None
+    #: Ratio denominators in days: of stay, or of a device in place (catheter-days).
+    denominator_days: DenominatorDays | None = None
+    followup: FollowupSpec | None = None
+    month: MonthSpec | None = None
     #: Default: ``deadline`` with a clock, else ``discharge``.
     decided_by: Literal["deadline", "discharge"] | None = None
-    period: Literal["start", "discharge"]
+    period: Literal["start", "discharge", "month"]
     direction: Literal["higher_is_better", "lower_is_better"]
-    unit: Literal["percent", "per_100", "per_1000"]
+    unit: Literal["percent", "per_100", "per_1000", "per_10000"]
     target: float | None = Field(default=None, ge=0)
     min_cases: int = Field(default=10, ge=1)
     valuesets: dict[str, ValueSetSpec] = Field(default_factory=dict)
     #: ``package.module:function`` registered with ``evaluator.custom_indicator``.
     custom: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
+
+    @property
+    def effective_catalogue(self) -> str | None:
+        if self.catalogue is not None:
+            return self.catalogue
+        m = _YEAR_IN_CODE.search(f"{self.code}-")
+        return m.group(1) if m else None
+
+    @property
+    def effective_group(self) -> str:
+        if self.group is not None:
+            return self.group
+        return _GROUP_BY_PREFIX.get(self.code.split("-")[0], "other")
 
     @property
     def effective_decided_by(self) -> Literal["deadline", "discharge"]:
@@ -440,6 +582,26 @@ class IndicatorDefinition(_Spec):
 RelationOp = Literal["after", "not_before", "before", "not_after"]
 
 
+@dataclass(frozen=True, slots=True)
+class ValuePlan:
+    """Compiled :class:`ValueTest`: bounds in ``unit``."""
+
+    unit: str
+    quantity: str | None
+    at_least: float | None = None
+    above: float | None = None
+    below: float | None = None
+    at_most: float | None = None
+
+    def passes(self, value: float) -> bool:
+        return not (
+            (self.at_least is not None and value < self.at_least)
+            or (self.above is not None and value <= self.above)
+            or (self.below is not None and value >= self.below)
+            or (self.at_most is not None and value > self.at_most)
+        )
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class FilterPlan:
     code: ValueSet | None = None
@@ -453,6 +615,9 @@ class FilterPlan:
     #: Dynamic parts (depend on the case): the about-reference and time relations.
     about_resource: bool = False
     relations: tuple[tuple[RelationOp, TimeRef], ...] = ()
+    value: ValuePlan | None = None
+    longer_than: timedelta | None = None
+    not_longer_than: timedelta | None = None
     #: The coded filters present, as (Fact attribute, value set), for the hot path.
     coded: tuple[tuple[str, ValueSet], ...] = ()
 
@@ -481,10 +646,23 @@ class SelectorPlan:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class CountPlan:
+    selector: SelectorPlan
+    at_least: int
+    at_most: int | None
+    distinct_codes: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class CriterionPlan:
     selector: SelectorPlan | None = None
     episode_open: bool | None = None
     discharged_within: timedelta | None = None
+    stay_longer_than: timedelta | None = None
+    outcome: Literal["died", "survived"] | None = None
+    count: CountPlan | None = None
+    first: tuple[SelectorPlan, ValuePlan] | None = None
+    last: tuple[SelectorPlan, ValuePlan] | None = None
     without: SelectorPlan | None = None
     any_of: tuple[CriterionPlan, ...] = ()
 
@@ -519,6 +697,24 @@ class ClockPlan:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class FollowupPlan:
+    start: TimeRef
+    within: timedelta
+    #: A later episode counts (readmission) …
+    encounter_classes: frozenset[str] | None
+    priority_not: frozenset[str]
+    requires: tuple[CriterionPlan, ...]
+    #: … or, when set, a fact timed in the window in any of the patient's episodes.
+    fact: SelectorPlan | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class MonthPlan:
+    active: SelectorPlan
+    requires: tuple[CriterionPlan, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Indicator:
     """A validated definition compiled for evaluation. Build with :func:`compile_definition`."""
 
@@ -537,10 +733,25 @@ class Indicator:
     clock: ClockPlan | None
     decided_by: Literal["deadline", "discharge"]
     valuesets: Mapping[str, ValueSet]
+    max_age: int | None = None
+    followup: FollowupPlan | None = None
+    month: MonthPlan | None = None
+    #: ``"stay"``, a device selector, or None (denominator cases are episodes).
+    denominator_days: Literal["stay"] | SelectorPlan | None = None
 
     @property
     def code(self) -> str:
         return self.spec.code
+
+    @property
+    def is_manual(self) -> bool:
+        """Entered monthly through the API, not computed from events."""
+        return self.spec.kind == "manual"
+
+    @property
+    def patient_level(self) -> bool:
+        """Cases span a patient's episodes (follow-up, patient × month)."""
+        return self.spec.case in ("followup", "patient_month")
 
     @property
     def is_ratio(self) -> bool:
@@ -659,7 +870,18 @@ class _Compiler:
             self.problem(f"{path}.about", "about: resource needs case: resource")
         if nested and f.about is not None:
             self.problem(f"{path}.about", "about is not allowed inside unless")
-        coded = (f.code, f.category, f.interpretation, f.route, f.reason, f.status, f.actuality)
+        coded = (
+            f.code,
+            f.category,
+            f.interpretation,
+            f.route,
+            f.reason,
+            f.status,
+            f.actuality,
+            f.value,
+            f.longer_than,
+            f.not_longer_than,
+        )
         if nested and all(v is None for v in coded):
             # An empty ``unless`` would disqualify every fact.
             self.problem(path, "an unless entry needs at least one condition")
@@ -677,7 +899,15 @@ class _Compiler:
             ),
             about_resource=f.about == "resource",
             relations=tuple(relations),
+            value=self.value(f.value, f"{path}.value") if f.value is not None else None,
+            longer_than=f.longer_than,
+            not_longer_than=f.not_longer_than,
         )
+
+    def value(self, v: ValueTest, path: str) -> ValuePlan:
+        if not units.is_known_unit(v.unit, v.quantity):
+            self.problem(f"{path}.unit", f"unknown unit {v.unit!r}")
+        return ValuePlan(v.unit, v.quantity, v.at_least, v.above, v.below, v.at_most)
 
     def selector(
         self, sel: _KindFields, path: str, scope: set[str], owner: str | None
@@ -691,10 +921,35 @@ class _Compiler:
         return SelectorPlan(kind, SELECTOR_KINDS[kind], kind == "medication", fp)
 
     def criterion(self, c: Criterion, path: str, scope: set[str]) -> CriterionPlan:
+        count: CountPlan | None = None
+        if c.count is not None:
+            n = c.count
+            count = CountPlan(
+                self.selector(n.of, f"{path}.count.of", scope, None),
+                n.exactly if n.exactly is not None else (n.at_least or 0),
+                n.exactly if n.exactly is not None else n.at_most,
+                n.distinct == "code",
+            )
+        ends: dict[str, tuple[SelectorPlan, ValuePlan] | None] = {}
+        for name in ("first", "last"):
+            spec: ValueOf | None = getattr(c, name)
+            ends[name] = (
+                (
+                    self.selector(spec.of, f"{path}.{name}.of", scope, None),
+                    self.value(spec.value, f"{path}.{name}.value"),
+                )
+                if spec is not None
+                else None
+            )
         return CriterionPlan(
             selector=self.selector(c, path, scope, None) if c.chosen() else None,
             episode_open=c.episode_open,
             discharged_within=c.discharged_within,
+            stay_longer_than=c.stay_longer_than,
+            outcome=c.outcome,
+            count=count,
+            first=ends["first"],
+            last=ends["last"],
             without=self.selector(c.without, f"{path}.without", scope, None)
             if c.without is not None
             else None,
@@ -718,6 +973,8 @@ class _Compiler:
         spec = self.spec
         if not self.file.startswith("<") and Path(self.file).stem != spec.code:
             self.problem("code", f"code {spec.code!r} does not match the file name")
+        if spec.kind == "manual":
+            return self.compile_manual()
         self.compile_valuesets()
         scope = self.time_scope()
         pop = spec.population
@@ -758,12 +1015,31 @@ class _Compiler:
             has_stop = clock is not None and clock.has_stop
             if has_stop and spec.numerator:
                 self.problem("numerator", "give either clock.stop or numerator, not both")
-            if not has_stop and not spec.numerator and spec.custom is None:
+            if (
+                not has_stop
+                and not spec.numerator
+                and spec.custom is None
+                and spec.case != "followup"
+            ):
                 self.problem("numerator", "a proportion needs clock.stop or numerator")
         if spec.effective_decided_by == "deadline" and spec.clock is None:
             self.problem("decided_by", "decided_by: deadline needs a clock")
         if spec.period == "start" and spec.clock is None:
             self.problem("period", "period: start needs a clock")
+        followup, month = self.compile_patient_level(scope)
+        days: Literal["stay"] | SelectorPlan | None = None
+        if spec.denominator_days is not None:
+            if spec.kind != "ratio":
+                self.problem("denominator_days", "denominator_days needs kind: ratio")
+            if isinstance(spec.denominator_days, str):
+                days = "stay"
+            else:
+                days = self.selector(
+                    spec.denominator_days, "denominator_days", set(BUILTIN_TIMES), None
+                )
+        pop_max, pop_min = pop.max_age, pop.min_age
+        if pop_max is not None and pop_min is not None and pop_max < pop_min:
+            self.problem("population.max_age", "max_age is below min_age")
         if spec.unit == "percent" and spec.target is not None and spec.target > 1:
             self.problem("target", "a percent target is a fraction between 0 and 1")
 
@@ -789,10 +1065,120 @@ class _Compiler:
             clock=clock,
             decided_by=spec.effective_decided_by,
             valuesets=self.valuesets,
+            max_age=pop.max_age,
+            followup=followup,
+            month=month,
+            denominator_days=days,
         )
         if self.problems:
             raise DefinitionError(self.file, self.problems)
         return plan
+
+    def compile_patient_level(
+        self, scope: set[str]
+    ) -> tuple[FollowupPlan | None, MonthPlan | None]:
+        spec = self.spec
+        followup: FollowupPlan | None = None
+        month: MonthPlan | None = None
+        if spec.case == "followup":
+            f = spec.followup
+            if f is None:
+                self.problem("followup", "case: followup needs followup")
+            else:
+                later = f.episode
+                followup = FollowupPlan(
+                    start=self.time_ref(f.from_, "followup.from", scope, None),
+                    within=f.within,
+                    encounter_classes=frozenset(c.upper() for c in later.encounter_class)
+                    if later is not None and later.encounter_class is not None
+                    else None,
+                    priority_not=frozenset(later.priority_not)
+                    if later is not None
+                    else frozenset(),
+                    requires=self.criteria(
+                        later.requires, "followup.episode.requires", set(BUILTIN_TIMES)
+                    )
+                    if later is not None
+                    else (),
+                    fact=self.selector(f.fact, "followup.fact", set(BUILTIN_TIMES), None)
+                    if f.fact is not None
+                    else None,
+                )
+            if spec.clock is not None:
+                self.problem(
+                    "clock", "case: followup takes no clock: the window is followup.within"
+                )
+            if spec.numerator:
+                self.problem("numerator", "case: followup counts what follows, not numerator")
+        elif spec.followup is not None:
+            self.problem("followup", "followup needs case: followup")
+        if spec.case == "patient_month":
+            m = spec.month
+            if m is None:
+                self.problem("month", "case: patient_month needs month")
+            else:
+                month = MonthPlan(
+                    self.selector(m.active, "month.active", set(BUILTIN_TIMES), None),
+                    self.criteria(m.requires, "month.requires", set(BUILTIN_TIMES)),
+                )
+            if spec.period != "month":
+                self.problem("period", "case: patient_month is filed by month: period: month")
+            if spec.clock is not None:
+                self.problem("clock", "case: patient_month takes no clock")
+        elif spec.month is not None:
+            self.problem("month", "month needs case: patient_month")
+        elif spec.period == "month":
+            self.problem("period", "period: month is for case: patient_month and kind: manual")
+        if spec.case in ("followup", "patient_month"):
+            if spec.kind != "proportion":
+                self.problem("kind", f"case: {spec.case} is a proportion")
+            if spec.decided_by is not None:
+                self.problem("decided_by", f"case: {spec.case} decides by its own window")
+        return followup, month
+
+    def compile_manual(self) -> Indicator:
+        """A manual indicator: monthly numerator and denominator entered through the API."""
+        spec = self.spec
+        computed = {
+            "population": spec.population != PopulationSpec(),
+            "exclusions": bool(spec.exclusions),
+            "times": bool(spec.times),
+            "clock": spec.clock is not None,
+            "numerator": bool(spec.numerator),
+            "numerator_events": spec.numerator_events is not None,
+            "denominator_days": spec.denominator_days is not None,
+            "followup": spec.followup is not None,
+            "month": spec.month is not None,
+            "decided_by": spec.decided_by is not None,
+            "valuesets": bool(spec.valuesets),
+            "custom": spec.custom is not None,
+        }
+        for name, present in computed.items():
+            if present:
+                self.problem(name, "kind: manual takes no " + name)
+        if spec.case != "episode":
+            self.problem("case", "kind: manual takes no case")
+        if spec.period != "month":
+            self.problem("period", "kind: manual is entered by month: period: month")
+        if self.problems:
+            raise DefinitionError(self.file, self.problems)
+        return Indicator(
+            spec=spec,
+            source_file=self.file,
+            encounter_classes=None,
+            min_age=None,
+            include_unknown_age=True,
+            each=(),
+            requires=(),
+            pending_while=(),
+            exclusions=(),
+            numerator=(),
+            numerator_events=(),
+            times={},
+            clock=None,
+            decided_by="discharge",
+            valuesets={},
+        )
 
     def compile_clock(self, c: ClockSpec, scope: set[str]) -> ClockPlan:
         start_scope = scope - {"start"}

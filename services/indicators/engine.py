@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 import services.ingest as ingest
 from services.indicators.evaluator import Catalogue
-from services.indicators.models import CaseRow, CodeMapRow, CounterRow
+from services.indicators.models import CaseRow, CodeMapRow, CounterRow, UnitRow
 from services.indicators.valuesets import CodeMap
 from shared.clinical import Case, CaseStatus, Coding
 from shared.db import advisory_locks
@@ -84,7 +84,36 @@ def _row_values(case: Case) -> dict[str, Any]:
         "deadline": case.deadline,
         "at_risk_at": case.at_risk_at,
         "decide_at": case.decide_at,
+        "patient_id": case.patient_id,
     }
+
+
+def _scope_locks(tenant_id: str, scope: Scope) -> set[str]:
+    return {f"chain:{tenant_id}/{a}" for a in scope.chains} | {
+        f"patient:{tenant_id}/{p}" for p in scope.patients
+    }
+
+
+def _file_units(session: Session, tenant_id: str, scope: Scope) -> None:
+    """Record where each encounter's cases are filed now (see :class:`UnitRow`)."""
+    for chain in scope.chains.values():
+        for encounter_id in chain.ids:
+            unit = scope.units.get(encounter_id)
+            if chain.episode is None:
+                if unit is not None:
+                    session.delete(unit)
+                continue
+            if unit is None:
+                session.add(
+                    UnitRow(
+                        tenant_id=tenant_id,
+                        encounter_id=encounter_id,
+                        root_id=chain.anchor,
+                        patient_id=chain.patient_id,
+                    )
+                )
+            elif (unit.root_id, unit.patient_id) != (chain.anchor, chain.patient_id):
+                unit.root_id, unit.patient_id = chain.anchor, chain.patient_id
 
 
 def _same(row: CaseRow, case: Case) -> bool:
@@ -147,30 +176,178 @@ def apply_deltas(session: Session, tenant_id: str, deltas: Deltas) -> None:
     session.execute(stmt, rows)
 
 
+@dataclass
+class Scope:
+    """What one evaluation covers: episode chains, and patients whose every chain is
+    among them, closed under "where did these encounters' cases live before"."""
+
+    chains: dict[str, ingest.Chain] = field(default_factory=dict)
+    #: Patients whose chains are all loaded (their patient-level cases can be decided).
+    patients: set[str] = field(default_factory=set)
+    #: Stored filing of each encounter of the chains (``indicator_units``).
+    units: dict[str, UnitRow] = field(default_factory=dict)
+
+    @property
+    def encounter_ids(self) -> set[str]:
+        return {i for chain in self.chains.values() for i in chain.ids}
+
+    def by_patient(self) -> dict[str, list[ingest.Chain]]:
+        """Chains grouped by patient; a chain without one stands alone, under its
+        anchor prefixed ``~``."""
+        groups: dict[str, list[ingest.Chain]] = {}
+        for chain in self.chains.values():
+            if chain.episode is None:
+                continue
+            groups.setdefault(chain.patient_id or f"~{chain.anchor}", []).append(chain)
+        return groups
+
+
+def _chunks(ids: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def gather(session: Session, tenant_id: str, encounter_ids: Iterable[str]) -> Scope:
+    """The chains of these encounters, the chains their cases were filed under before
+    (a ``partOf`` or ``subject`` that changed), and every chain of every patient met on
+    the way — repeated until nothing new turns up."""
+    scope = Scope()
+    known: set[str] = set()
+    todo = set(encounter_ids)
+    while todo:
+        new_ids: set[str] = set()
+        for anchor, chain in ingest.load_chains(session, tenant_id, todo).items():
+            scope.chains.setdefault(anchor, chain)
+            new_ids.update(chain.ids)
+        new_ids -= known
+        known |= new_ids | todo
+        units = _units(session, tenant_id, UnitRow.encounter_id, new_ids)
+        anchors = {u.root_id for u in units} - {u.encounter_id for u in units}
+        units += _units(session, tenant_id, UnitRow.root_id, anchors)
+        for unit in units:
+            scope.units.setdefault(unit.encounter_id, unit)
+        patients = {
+            p
+            for p in [
+                *(c.patient_id for c in scope.chains.values()),
+                *(u.patient_id for u in units),
+            ]
+            if p
+        } - scope.patients
+        scope.patients |= patients
+        todo = (
+            {u.encounter_id for u in units}
+            | {u.root_id for u in units}
+            | set(ingest.patients_encounter_ids(session, tenant_id, patients))
+        ) - known
+    return scope
+
+
+def _units(session: Session, tenant_id: str, column: Any, ids: Iterable[str]) -> list[UnitRow]:
+    out: list[UnitRow] = []
+    for chunk in _chunks(sorted(ids)):
+        out.extend(
+            session.scalars(
+                sa.select(UnitRow).where(UnitRow.tenant_id == tenant_id, column.in_(chunk))
+            )
+        )
+    return out
+
+
 class Evaluator:
     """Re-evaluates episodes against the catalogue and keeps cases and counters exact."""
 
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
+        self._patient_level = frozenset(i.code for i in catalogue.patient_level)
 
-    def expected_cases(
+    def expected(
         self,
-        session: Session,
-        tenant_id: str,
-        encounter_ids: Iterable[str],
+        scope: Scope,
         now: datetime,
         tz: ZoneInfo,
         code_map: CodeMap,
-    ) -> dict[str, list[Case]]:
-        loaded = ingest.load_episodes(session, tenant_id, encounter_ids)
-        return {
-            encounter_id: (
-                self.catalogue.evaluate_all(episode, facts, now, tz, code_map)
-                if episode is not None
-                else []
+        *,
+        chains: Iterable[str] | None = None,
+        patients: Iterable[str] | None = None,
+    ) -> list[Case]:
+        """The cases the scope's chains (or only ``chains``, by anchor) and patients (or
+        only ``patients``; ``~anchor`` for a chain without one) should have now."""
+        out: list[Case] = []
+        wanted = set(chains) if chains is not None else None
+        for anchor, chain in scope.chains.items():
+            if chain.episode is None or (wanted is not None and anchor not in wanted):
+                continue
+            out.extend(self.catalogue.evaluate_all(chain.episode, chain.facts, now, tz, code_map))
+        if not self._patient_level:
+            return out
+        wanted = set(patients) if patients is not None else None
+        for patient, group in scope.by_patient().items():
+            if wanted is not None and patient not in wanted:
+                continue
+            if not patient.startswith("~") and patient not in scope.patients:
+                continue  # not every chain of this patient is loaded
+            out.extend(
+                self.catalogue.evaluate_patient(
+                    [(c.episode, c.facts) for c in group if c.episode is not None],
+                    now,
+                    tz,
+                    code_map,
+                    patient_id=None if patient.startswith("~") else patient,
+                )
             )
-            for encounter_id, (episode, facts) in loaded.items()
-        }
+        return out
+
+    def stored(
+        self,
+        session: Session,
+        tenant_id: str,
+        scope: Scope,
+        *,
+        chains: Iterable[str] | None = None,
+        patients: Iterable[str] | None = None,
+    ) -> dict[tuple[str, str, str], CaseRow]:
+        """The stored cases that the scope's expected cases replace. With ``chains`` and
+        ``patients`` (as for :meth:`expected`), only theirs: episode-level cases and
+        cases without a patient filed under those chains, and those patients' cases."""
+        rows: dict[tuple[str, str, str], CaseRow] = {}
+        if chains is not None or patients is not None:
+            wanted = set(chains or ())
+            ids = sorted({i for a, c in scope.chains.items() if a in wanted for i in c.ids})
+            for chunk in _chunks(ids):
+                for r in session.scalars(
+                    sa.select(CaseRow).where(
+                        CaseRow.tenant_id == tenant_id, CaseRow.encounter_id.in_(chunk)
+                    )
+                ):
+                    if r.patient_id is None or r.indicator not in self._patient_level:
+                        rows[(r.indicator, r.encounter_id, r.key)] = r
+            real = sorted(p for p in patients or () if not p.startswith("~"))
+            for chunk in _chunks(real):
+                for r in session.scalars(
+                    sa.select(CaseRow).where(
+                        CaseRow.tenant_id == tenant_id, CaseRow.patient_id.in_(chunk)
+                    )
+                ):
+                    rows[(r.indicator, r.encounter_id, r.key)] = r
+            return rows
+        for chunk in _chunks(sorted(scope.encounter_ids)):
+            for r in session.scalars(
+                sa.select(CaseRow).where(
+                    CaseRow.tenant_id == tenant_id, CaseRow.encounter_id.in_(chunk)
+                )
+            ):
+                # A patient's case filed under one of these chains is the patient's to
+                # decide, and the patient is in scope whenever the chain is.
+                rows[(r.indicator, r.encounter_id, r.key)] = r
+        for chunk in _chunks(sorted(scope.patients)):
+            for r in session.scalars(
+                sa.select(CaseRow).where(
+                    CaseRow.tenant_id == tenant_id, CaseRow.patient_id.in_(chunk)
+                )
+            ):
+                rows[(r.indicator, r.encounter_id, r.key)] = r
+        return rows
 
     def reevaluate(
         self,
@@ -181,64 +358,77 @@ class Evaluator:
         tz: ZoneInfo,
         code_map: CodeMap | None = None,
     ) -> list[CaseChange]:
-        """Bring the stored cases of these episodes in line with their facts at ``now``."""
+        """Bring the stored cases of these episodes — their whole chains, and their
+        patients' cases — in line with their facts at ``now``."""
+        return self.reevaluate_scope(session, tenant_id, encounter_ids, now, tz, code_map)[0]
+
+    def reevaluate_scope(
+        self,
+        session: Session,
+        tenant_id: str,
+        encounter_ids: Sequence[str],
+        now: datetime,
+        tz: ZoneInfo,
+        code_map: CodeMap | None = None,
+    ) -> tuple[list[CaseChange], Scope]:
+        """:meth:`reevaluate`, also returning the scope it covered."""
         if not encounter_ids:
-            return []
+            return [], Scope()
         # Two workers re-evaluating one episode (the timer and the consumer, or two
         # replicas) must take turns: each reads the stored cases and adds the difference
-        # to the counters, so interleaved they would both apply it.
+        # to the counters, so interleaved they would both apply it. Chains and patients
+        # are known only after reading, so their locks follow, and on PostgreSQL the
+        # scope is read again under them.
         advisory_locks(session, (f"episode:{tenant_id}/{e}" for e in encounter_ids))
         code_map = code_map if code_map is not None else load_code_map(session, tenant_id)
-        expected = self.expected_cases(session, tenant_id, encounter_ids, now, tz, code_map)
-        stored: dict[tuple[str, str, str], CaseRow] = {}
-        for start in range(0, len(encounter_ids), 500):
-            rows = session.scalars(
-                sa.select(CaseRow).where(
-                    CaseRow.tenant_id == tenant_id,
-                    CaseRow.encounter_id.in_(encounter_ids[start : start + 500]),
-                )
-            )
-            stored.update({(r.indicator, r.encounter_id, r.key): r for r in rows})
+        scope = gather(session, tenant_id, encounter_ids)
+        locked = _scope_locks(tenant_id, scope)
+        advisory_locks(session, sorted(locked))
+        if session.get_bind().dialect.name == "postgresql":
+            scope = gather(session, tenant_id, encounter_ids)
+            advisory_locks(session, sorted(_scope_locks(tenant_id, scope) - locked))
+        expected = self.expected(scope, now, tz, code_map)
+        stored = self.stored(session, tenant_id, scope)
 
         deltas = Deltas()
         changes: list[CaseChange] = []
-        for encounter_id, cases in expected.items():
-            for case in cases:
-                ident = (case.indicator, encounter_id, case.key)
-                row = stored.pop(ident, None)
-                if row is not None and _same(row, case):
-                    continue
-                if row is None:
-                    session.add(
-                        CaseRow(
-                            tenant_id=tenant_id,
-                            indicator=case.indicator,
-                            encounter_id=encounter_id,
-                            key=case.key,
-                            updated_at=now,
-                            **_row_values(case),
-                        )
-                    )
-                    old_status, old_period, old_dept = None, None, None
-                else:
-                    old_status, old_period, old_dept = row.status, row.period_date, row.department
-                    deltas.add(row.indicator, row.department, row.period_date, row.status, -1)
-                    for name, value in _row_values(case).items():
-                        setattr(row, name, value)
-                    row.updated_at = now
-                deltas.add(case.indicator, case.department, case.period_date, case.status, +1)
-                changes.append(
-                    CaseChange(
-                        tenant_id,
-                        case.indicator,
-                        encounter_id,
-                        case.key,
-                        old_status,
-                        case,
-                        old_period,
-                        old_dept,
+        for case in expected:
+            encounter_id = case.encounter_id
+            ident = (case.indicator, encounter_id, case.key)
+            row = stored.pop(ident, None)
+            if row is not None and _same(row, case):
+                continue
+            if row is None:
+                session.add(
+                    CaseRow(
+                        tenant_id=tenant_id,
+                        indicator=case.indicator,
+                        encounter_id=encounter_id,
+                        key=case.key,
+                        updated_at=now,
+                        **_row_values(case),
                     )
                 )
+                old_status, old_period, old_dept = None, None, None
+            else:
+                old_status, old_period, old_dept = row.status, row.period_date, row.department
+                deltas.add(row.indicator, row.department, row.period_date, row.status, -1)
+                for name, value in _row_values(case).items():
+                    setattr(row, name, value)
+                row.updated_at = now
+            deltas.add(case.indicator, case.department, case.period_date, case.status, +1)
+            changes.append(
+                CaseChange(
+                    tenant_id,
+                    case.indicator,
+                    encounter_id,
+                    case.key,
+                    old_status,
+                    case,
+                    old_period,
+                    old_dept,
+                )
+            )
         for (indicator, encounter_id, key), row in stored.items():
             deltas.add(indicator, row.department, row.period_date, row.status, -1)
             session.delete(row)
@@ -254,9 +444,10 @@ class Evaluator:
                     row.department,
                 )
             )
+        _file_units(session, tenant_id, scope)
         session.flush()
         apply_deltas(session, tenant_id, deltas)
-        return changes
+        return changes, scope
 
     def due_episodes(
         self, session: Session, now: datetime, limit: int = 500

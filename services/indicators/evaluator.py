@@ -87,14 +87,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from shared import units
 from shared.clinical import Case, CaseStatus, Coding, Episode, Fact, FactKind
 
 from .definitions import (
+    CountPlan,
     CriterionPlan,
     DefinitionError,
     FilterPlan,
@@ -103,10 +105,11 @@ from .definitions import (
     SelectorPlan,
     TimePointPlan,
     TimeRef,
+    ValuePlan,
     compile_definition,
     load_definitions,
 )
-from .valuesets import CodeMap
+from .valuesets import CodeMap, ValueSet
 
 __all__ = [
     "DEFAULT_TZ",
@@ -169,6 +172,11 @@ class FactIndex:
         """Facts of one kind, earliest first, untimed last."""
         return self._by_kind.get(kind, ())
 
+    def all(self) -> Iterator[Fact]:
+        """Every usable fact, kind by kind."""
+        for facts in self._by_kind.values():
+            yield from facts
+
     def matching(self, sel: SelectorPlan) -> tuple[Fact, ...]:
         """Facts matching the selector's case-independent filters, earliest first."""
         hit = self._static.get(sel)
@@ -202,6 +210,24 @@ class FactIndex:
         return facts, None
 
 
+def value_passes(test: ValuePlan, f: Fact) -> bool:
+    """The fact's ``valueQuantity``, converted to the test's unit, passes its bounds; a
+    value in a unit that does not convert passes nothing."""
+    if f.value is None:
+        return False
+    value = units.convert(f.value, f.unit, test.unit, test.quantity)
+    return value is not None and test.passes(value)
+
+
+def _duration_ok(fp: FilterPlan, f: Fact) -> bool:
+    if f.time is None or f.end_time is None:
+        return False
+    length = f.end_time - f.time
+    if fp.longer_than is not None and not length > fp.longer_than:
+        return False
+    return fp.not_longer_than is None or length <= fp.not_longer_than
+
+
 def _static_ok(fp: FilterPlan, f: Fact, cm: CodeMap | None, indexed: str | None = None) -> bool:
     """The case-independent filters; ``indexed`` names a field already checked."""
     if fp.statuses is not None and f.status not in fp.statuses:
@@ -211,6 +237,10 @@ def _static_ok(fp: FilterPlan, f: Fact, cm: CodeMap | None, indexed: str | None 
     for field, vs in fp.coded:
         if field != indexed and not vs.matches_any(getattr(f, field), cm):
             return False
+    if fp.value is not None and not value_passes(fp.value, f):
+        return False
+    if (fp.longer_than is not None or fp.not_longer_than is not None) and not _duration_ok(fp, f):
+        return False
     return not any(_static_ok(u, f, cm) for u in fp.unless)
 
 
@@ -328,6 +358,26 @@ class _Ctx:
     def exists(self, sel: SelectorPlan) -> bool:
         return next(self.select(sel), None) is not None
 
+    def count(self, c: CountPlan) -> int:
+        if not c.distinct_codes:
+            return sum(1 for _ in self.select(c.selector))
+        vs, cm = c.selector.filter.code, self.idx.code_map
+        seen: set[tuple[str, str]] = set()
+        for f in self.select(c.selector):
+            matched = [x for x in f.codes if vs is None or vs.matches(x, cm)]
+            seen.add(
+                min((x.system, x.code) for x in matched)
+                if matched
+                else (f.resource_type, f.resource_id)
+            )
+        return len(seen)
+
+    def _end_value(self, end: tuple[SelectorPlan, ValuePlan], last: bool) -> bool:
+        timed = [f for f in self.select(end[0]) if f.time is not None]
+        if not timed:
+            return False
+        return value_passes(end[1], timed[-1] if last else timed[0])
+
     def holds(self, c: CriterionPlan) -> bool:
         ep = self.ep
         if c.episode_open is not None and ep.is_open != c.episode_open:
@@ -337,6 +387,25 @@ class _Ctx:
             or ep.arrival is None
             or ep.discharge - ep.arrival > c.discharged_within
         ):
+            return False
+        if c.stay_longer_than is not None and (
+            ep.discharge is None
+            or ep.arrival is None
+            or not ep.discharge - ep.arrival > c.stay_longer_than
+        ):
+            return False
+        if c.outcome is not None:
+            if ep.discharge is None:
+                return False
+            if died(ep, self.idx.code_map) != (c.outcome == "died"):
+                return False
+        if c.count is not None:
+            n = self.count(c.count)
+            if n < c.count.at_least or (c.count.at_most is not None and n > c.count.at_most):
+                return False
+        if c.first is not None and not self._end_value(c.first, last=False):
+            return False
+        if c.last is not None and not self._end_value(c.last, last=True):
             return False
         if c.selector is not None and not self.exists(c.selector):
             return False
@@ -372,17 +441,33 @@ class _Ctx:
         return (None if missing else latest), missing
 
 
+#: Discharge disposition "expired" (docs/INDICATORS.md, "Discharge disposition and death").
+_DIED = ValueSet.compile("died", {"discharge-disposition": ["exp"]})
+
+
+def died(ep: Episode, code_map: CodeMap | None = None) -> bool:
+    """Discharged dead: disposition ``exp`` (or a local code mapped to it), or the
+    patient's recorded death at or before the discharge."""
+    if ep.disposition is not None and _DIED.matches(ep.disposition, code_map):
+        return True
+    return (
+        ep.deceased_at is not None and ep.discharge is not None and ep.deceased_at <= ep.discharge
+    )
+
+
 def _in_population(ind: Indicator, ep: Episode, tz: ZoneInfo) -> bool:
     if (
         ind.encounter_classes is not None
         and (ep.class_code or "").upper() not in ind.encounter_classes
     ):
         return False
-    if ind.min_age is not None:
+    if ind.min_age is not None or ind.max_age is not None:
         age = ep.age_at_arrival(tz)
         if age is None:
             return ind.include_unknown_age
-        return age >= ind.min_age
+        if ind.min_age is not None and age < ind.min_age:
+            return False
+        return ind.max_age is None or age <= ind.max_age
     return True
 
 
@@ -501,17 +586,73 @@ def _numerator_events(ind: Indicator, ep: Episode, idx: FactIndex, tz: ZoneInfo)
     return list(cases.values())
 
 
+def _next_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day + timedelta(days=1), time(), tz).astimezone(UTC)
+
+
+def _exposure_days(
+    ind: Indicator, ep: Episode, idx: FactIndex, now: datetime, tz: ZoneInfo
+) -> list[Case]:
+    """Denominator cases of a ratio counted in days: one per local calendar day of the
+    stay, or on which a device was in place (several devices on one day: one day).
+    The day of arrival (insertion) counts, the day of discharge (removal) does not,
+    except that a span within one day counts that day. Days up to yesterday are
+    decided; today, while the span is open, is pending until midnight."""
+    ctx = _Ctx(ind, ep, idx, None)
+    if not ctx.all_hold(ind.requires) or any(ctx.holds(c) for c in ind.exclusions):
+        return []
+    spans: list[tuple[datetime, datetime | None]] = []
+    if ind.denominator_days == "stay":
+        if ep.arrival is not None:
+            spans.append((ep.arrival, ep.discharge))
+    else:
+        assert isinstance(ind.denominator_days, SelectorPlan)
+        for f in ctx.select(ind.denominator_days):
+            if f.time is not None:
+                spans.append((f.time, f.end_time or ep.discharge))
+    today = _local_date(now, tz)
+    final: dict[date, bool] = {}
+    one_day = timedelta(days=1)
+    for start, end in spans:
+        first = _local_date(start, tz)
+        closed = end is not None and end <= now
+        if closed:
+            assert end is not None
+            stop = max(_local_date(end, tz), first + one_day)
+        else:
+            stop = today + one_day
+        day = first
+        while day < stop and day <= today:
+            final[day] = final.get(day, False) or closed or day < today
+            day += one_day
+    return [
+        Case(
+            indicator=ind.code,
+            key=f"days/{day.isoformat()}",
+            encounter_id=ep.encounter_id,
+            department=ep.department,
+            status=CaseStatus.DENOMINATOR if done else CaseStatus.PENDING,
+            period_date=day,
+            decide_at=None if done else _next_midnight(day, tz),
+            details={"set": "denominator"},
+        )
+        for day, done in sorted(final.items())
+    ]
+
+
 def _evaluate(
     ind: Indicator, ep: Episode, idx: FactIndex, now: datetime, tz: ZoneInfo
 ) -> list[Case]:
-    if ep.status in _VOID_EPISODE:
+    if ep.status in _VOID_EPISODE or ind.is_manual or ind.patient_level:
         return []
     if ind.spec.custom is not None:
         custom = resolve_custom(ind.spec.custom)
         return sorted(custom(CustomInput(ind, ep, idx, now, tz)), key=lambda c: c.key)
     cases: list[Case] = []
     if _in_population(ind, ep, tz):
-        if ind.per_resource:
+        if ind.denominator_days is not None:
+            cases.extend(_exposure_days(ind, ep, idx, now, tz))
+        elif ind.per_resource:
             ctx = _Ctx(ind, ep, idx, None)
             seen: set[str] = set()
             for sel in ind.each:
@@ -529,6 +670,189 @@ def _evaluate(
                 cases.append(case)
     if ind.is_ratio:
         cases.extend(_numerator_events(ind, ep, idx, tz))
+    cases.sort(key=lambda c: c.key)
+    return cases
+
+
+# --------------------------------------------------------------------------- patient level
+
+#: One episode chain of a patient and the index of its facts.
+PatientEpisode = tuple[Episode, FactIndex]
+
+
+def _followup(
+    ind: Indicator,
+    chains: Sequence[PatientEpisode],
+    now: datetime,
+    tz: ZoneInfo,
+    patient_id: str | None,
+) -> list[Case]:
+    """An index episode, and whether what ``followup`` asks for happened in its window:
+    numerator as soon as it is known, denominator once the window has passed without,
+    pending until then (decided by the timer at the window's end)."""
+    fp = ind.followup
+    assert fp is not None
+    cases: list[Case] = []
+    for ep, idx in chains:
+        if ep.status in _VOID_EPISODE or not _in_population(ind, ep, tz):
+            continue
+        ctx = _Ctx(ind, ep, idx, None)
+        if not ctx.all_hold(ind.requires):
+            continue
+        start = ctx.time(fp.start)
+        if start is None:
+            continue
+        end = start + fp.within
+        stop: datetime | None = None
+        decide_at: datetime | None = None
+        if any(ctx.holds(c) for c in ind.exclusions):
+            status = CaseStatus.EXCLUDED
+        else:
+            stop = _first_followup(ind, ep, chains, start, end)
+            if stop is not None:
+                status = CaseStatus.NUMERATOR
+            elif now >= end:
+                status = CaseStatus.DENOMINATOR
+            else:
+                status, decide_at = CaseStatus.PENDING, end
+        cases.append(
+            Case(
+                indicator=ind.code,
+                key=ep.encounter_id,
+                encounter_id=ep.encounter_id,
+                department=ep.department,
+                status=status,
+                period_date=_local_date(start, tz),
+                clock_start=start,
+                clock_stop=stop,
+                deadline=end,
+                decide_at=decide_at,
+                patient_id=patient_id,
+            )
+        )
+    return cases
+
+
+def _first_followup(
+    ind: Indicator,
+    index: Episode,
+    chains: Sequence[PatientEpisode],
+    start: datetime,
+    end: datetime,
+) -> datetime | None:
+    """When the first event that counts happened in (start, end], or None."""
+    fp = ind.followup
+    assert fp is not None
+    found: list[datetime] = []
+    for ep, idx in chains:
+        if ep.status in _VOID_EPISODE:
+            continue
+        if fp.fact is not None:
+            found.extend(
+                f.time
+                for f in idx.matching(fp.fact)
+                if f.time is not None and start < f.time <= end
+            )
+            continue
+        t = ep.arrival
+        if ep.encounter_id == index.encounter_id or t is None or not start < t <= end:
+            continue
+        if (
+            fp.encounter_classes is not None
+            and (ep.class_code or "").upper() not in fp.encounter_classes
+        ):
+            continue
+        if ep.priority is not None and ep.priority in fp.priority_not:
+            continue
+        if fp.requires and not _Ctx(ind, ep, idx, None).all_hold(fp.requires):
+            continue
+        found.append(t)
+    return min(found, default=None)
+
+
+def _month_start(year: int, month: int, tz: ZoneInfo) -> datetime:
+    return datetime(year, month, 1, tzinfo=tz).astimezone(UTC)
+
+
+def _patient_months(
+    ind: Indicator,
+    chains: Sequence[PatientEpisode],
+    now: datetime,
+    tz: ZoneInfo,
+    patient_id: str | None,
+    code_map: CodeMap | None,
+) -> list[Case]:
+    """One case per local calendar month in which the patient had a ``month.active``
+    fact and ``month.requires`` holds over that month's facts (all episodes). Pending
+    until the month is over; filed on its last day, under the department of the episode
+    with the month's latest active fact."""
+    mp = ind.month
+    assert mp is not None
+    live = [(ep, idx) for ep, idx in chains if ep.status not in _VOID_EPISODE]
+    latest: dict[tuple[int, int], tuple[datetime, str, Episode]] = {}
+    for ep, idx in live:
+        for f in idx.matching(mp.active):
+            if f.time is None:
+                continue
+            local = f.time.astimezone(tz)
+            ym = (local.year, local.month)
+            mark = (f.time, ep.encounter_id, ep)
+            if ym not in latest or mark[:2] > latest[ym][:2]:
+                latest[ym] = mark
+    cases: list[Case] = []
+    for (year, month), (_, _, ep) in sorted(latest.items()):
+        if not _in_population(ind, ep, tz):
+            continue
+        begin = _month_start(year, month, tz)
+        after = _month_start(year + month // 12, month % 12 + 1, tz)
+        facts = [
+            f
+            for _, idx in live
+            for f in idx.all()
+            if f.time is not None and begin <= f.time < after
+        ]
+        ctx = _Ctx(ind, ep, FactIndex(facts, code_map), None)
+        if not ctx.all_hold(mp.requires):
+            continue
+        decide_at: datetime | None = None
+        if any(ctx.holds(c) for c in ind.exclusions):
+            status = CaseStatus.EXCLUDED
+        elif now < after:
+            status, decide_at = CaseStatus.PENDING, after
+        elif ctx.all_hold(ind.numerator):
+            status = CaseStatus.NUMERATOR
+        else:
+            status = CaseStatus.DENOMINATOR
+        cases.append(
+            Case(
+                indicator=ind.code,
+                key=f"{patient_id or ep.encounter_id}/{year:04d}-{month:02d}",
+                encounter_id=ep.encounter_id,
+                department=ep.department,
+                status=status,
+                period_date=_local_date(after, tz) - timedelta(days=1),
+                decide_at=decide_at,
+                patient_id=patient_id,
+            )
+        )
+    return cases
+
+
+def evaluate_patient(
+    ind: Indicator,
+    chains: Sequence[PatientEpisode],
+    now: datetime,
+    tz: ZoneInfo,
+    patient_id: str | None,
+    code_map: CodeMap | None = None,
+) -> list[Case]:
+    """Cases of a patient-level indicator over one patient's episode chains."""
+    if ind.spec.case == "followup":
+        cases = _followup(ind, chains, now, tz, patient_id)
+    elif ind.spec.case == "patient_month":
+        cases = _patient_months(ind, chains, now, tz, patient_id, code_map)
+    else:
+        return []
     cases.sort(key=lambda c: c.key)
     return cases
 
@@ -652,6 +976,11 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self._indicators)
 
+    @property
+    def patient_level(self) -> tuple[Indicator, ...]:
+        """Indicators whose cases span a patient's episodes."""
+        return tuple(i for i in self._indicators if i.patient_level)
+
     def evaluate_all(
         self,
         episode: Episode,
@@ -660,10 +989,28 @@ class Catalogue:
         tz: ZoneInfo = DEFAULT_TZ,
         code_map: CodeMap | None = None,
     ) -> list[Case]:
-        """Cases of every indicator for one episode, sorted by (indicator, key)."""
+        """Cases of every episode-level indicator for one episode (chain), sorted by
+        (indicator, key)."""
         _check_now(now)
         idx = FactIndex(facts, code_map)
         out: list[Case] = []
         for ind in self._indicators:
             out.extend(_evaluate(ind, episode, idx, now, tz))
+        return out
+
+    def evaluate_patient(
+        self,
+        chains: Sequence[tuple[Episode, Sequence[Fact]]],
+        now: datetime,
+        tz: ZoneInfo = DEFAULT_TZ,
+        code_map: CodeMap | None = None,
+        patient_id: str | None = None,
+    ) -> list[Case]:
+        """Cases of every patient-level indicator for one patient's episode chains (or a
+        chain without a patient, standing alone), sorted by (indicator, key)."""
+        _check_now(now)
+        indexed = [(ep, FactIndex(facts, code_map)) for ep, facts in chains]
+        out: list[Case] = []
+        for ind in self.patient_level:
+            out.extend(evaluate_patient(ind, indexed, now, tz, patient_id, code_map))
         return out

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import services.ingest as ingest
-from services.indicators.engine import CounterKey, Deltas, load_code_map
-from services.indicators.models import CaseRow, CounterRow
+from services.indicators.engine import CounterKey, Deltas, gather, load_code_map
+from services.indicators.models import CaseRow, CounterRow, UnitRow
 from services.indicators.worker import drain, evaluator_for
 from shared.clinical import Case
 from shared.models import Tenant
@@ -47,29 +47,28 @@ def _tenants(runtime: Runtime) -> list[str]:
 
 def _compare_cases(
     tenant_id: str,
-    expected: dict[str, list[Case]],
+    expected: list[Case],
     stored: dict[tuple[str, str, str], CaseRow],
     report: VerifyReport,
     counts: Deltas,
 ) -> None:
     """Record expected cases in ``counts``; report each one stored differently."""
-    for encounter_id, cases in expected.items():
-        for case in cases:
-            report.cases += 1
-            counts.add(case.indicator, case.department, case.period_date, case.status, +1)
-            row = stored.pop((case.indicator, encounter_id, case.key), None)
-            if row is None:
-                report.differences.append(
-                    f"{tenant_id} {case.indicator} {case.key}: missing case ({case.status})"
-                )
-                continue
-            got = (row.status, row.period_date, row.department)
-            want = (case.status.value, case.period_date, case.department)
-            if got != want:
-                report.differences.append(
-                    f"{tenant_id} {case.indicator} {case.key}: stored "
-                    f"{'/'.join(map(str, got))}, expected {'/'.join(map(str, want))}"
-                )
+    for case in expected:
+        report.cases += 1
+        counts.add(case.indicator, case.department, case.period_date, case.status, +1)
+        row = stored.pop((case.indicator, case.encounter_id, case.key), None)
+        if row is None:
+            report.differences.append(
+                f"{tenant_id} {case.indicator} {case.key}: missing case ({case.status})"
+            )
+            continue
+        got = (row.status, row.period_date, row.department)
+        want = (case.status.value, case.period_date, case.department)
+        if got != want:
+            report.differences.append(
+                f"{tenant_id} {case.indicator} {case.key}: stored "
+                f"{'/'.join(map(str, got))}, expected {'/'.join(map(str, want))}"
+            )
     for (indicator, _, key), row in stored.items():
         report.differences.append(
             f"{tenant_id} {indicator} {key}: stored case ({row.status}) should not exist"
@@ -96,6 +95,17 @@ def _compare_counters(
             )
 
 
+def _all_encounter_ids(session: Session, tenant_id: str) -> list[str]:
+    """Every encounter with an episode, a fact, a stored case or a filing."""
+    with_cases = sa.select(CaseRow.encounter_id).where(CaseRow.tenant_id == tenant_id)
+    filed = sa.select(UnitRow.encounter_id).where(UnitRow.tenant_id == tenant_id)
+    return sorted(
+        set(ingest.episode_ids(session, tenant_id))
+        | set(session.scalars(with_cases.distinct()))
+        | set(session.scalars(filed))
+    )
+
+
 def _verify_tenant(
     runtime: Runtime, tenant_id: str, report: VerifyReport, progress: Progress | None
 ) -> None:
@@ -104,25 +114,43 @@ def _verify_tenant(
     with runtime.read() as session:
         tz = runtime.tenant_zone(session, tenant_id)
         code_map = load_code_map(session, tenant_id)
-        with_cases = sa.select(CaseRow.encounter_id).where(CaseRow.tenant_id == tenant_id)
-        ids = sorted(
-            set(ingest.episode_ids(session, tenant_id))
-            | set(session.scalars(with_cases.distinct()))
-        )
+        ids = _all_encounter_ids(session, tenant_id)
         counts = Deltas()
+        covered: set[str] = set()
+        done_chains: set[str] = set()
+        done_patients: set[str] = set()
+        examined = 0
         for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            expected = evaluator.expected_cases(session, tenant_id, chunk, now, tz, code_map)
-            rows = session.scalars(
-                sa.select(CaseRow).where(
-                    CaseRow.tenant_id == tenant_id, CaseRow.encounter_id.in_(chunk)
-                )
+            chunk = [i for i in ids[start : start + CHUNK] if i not in covered]
+            if not chunk:
+                continue
+            scope = gather(session, tenant_id, chunk)
+            chains = [a for a in scope.chains if a not in done_chains]
+            patients = [
+                p
+                for p in scope.by_patient()
+                if p not in done_patients and (p.startswith("~") or p in scope.patients)
+            ]
+            expected = evaluator.expected(
+                scope, now, tz, code_map, chains=chains, patients=patients
             )
-            stored = {(r.indicator, r.encounter_id, r.key): r for r in rows}
+            stored = evaluator.stored(session, tenant_id, scope, chains=chains, patients=patients)
+            examined += len(stored)
             _compare_cases(tenant_id, expected, stored, report, counts)
-            report.episodes += len(chunk)
+            done_chains.update(chains)
+            done_patients.update(patients)
+            covered |= scope.encounter_ids
+            report.episodes += sum(1 for a in chains if scope.chains[a].episode is not None)
             if progress:
                 progress(min(start + CHUNK, len(ids)), len(ids))
+        total = session.scalar(
+            sa.select(sa.func.count()).select_from(CaseRow).where(CaseRow.tenant_id == tenant_id)
+        )
+        total = total or 0
+        if total != examined:
+            report.differences.append(
+                f"{tenant_id}: {total - examined} stored cases belong to no episode or patient"
+            )
         _compare_counters(session, tenant_id, counts, report)
 
 
@@ -151,11 +179,15 @@ def recompute(
             code_map = load_code_map(session, tenant_id)
             session.execute(sa.delete(CaseRow).where(CaseRow.tenant_id == tenant_id))
             session.execute(sa.delete(CounterRow).where(CounterRow.tenant_id == tenant_id))
+            session.execute(sa.delete(UnitRow).where(UnitRow.tenant_id == tenant_id))
             ids = list(ingest.episode_ids(session, tenant_id))
+            covered: set[str] = set()
             for start in range(0, len(ids), CHUNK):
-                changes = evaluator.reevaluate(
-                    session, tenant_id, ids[start : start + CHUNK], now, tz, code_map
+                chunk = [i for i in ids[start : start + CHUNK] if i not in covered]
+                changes, scope = evaluator.reevaluate_scope(
+                    session, tenant_id, chunk, now, tz, code_map
                 )
+                covered |= scope.encounter_ids
                 total += sum(1 for c in changes if c.new is not None)
                 if progress:
                     progress(min(start + CHUNK, len(ids)), len(ids))

@@ -44,7 +44,9 @@ def measure_report(
         ],
     }
     if rate is not None:
-        unit = {"percent": "1", "per_100": "/100", "per_1000": "/1000"}[defn.unit]
+        unit = {"percent": "1", "per_100": "/100", "per_1000": "/1000", "per_10000": "/10000"}[
+            defn.unit
+        ]
         group["measureScore"] = {
             "value": round(rate, 6),
             "unit": unit,

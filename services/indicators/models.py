@@ -18,6 +18,7 @@ class CaseRow(Base):
         sa.Index("ix_cases_episode", "tenant_id", "encounter_id"),
         sa.Index("ix_cases_due", "decide_at"),
         sa.Index("ix_cases_list", "tenant_id", "indicator", "status", "period_date"),
+        sa.Index("ix_cases_patient", "tenant_id", "patient_id"),
     )
 
     tenant_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -25,6 +26,8 @@ class CaseRow(Base):
     encounter_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(140), primary_key=True)
     department: Mapped[str] = mapped_column(sa.String(64))
+    #: The patient of a patient-level case (followup, patient × month); else None.
+    patient_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     status: Mapped[str] = mapped_column(sa.String(16))
     period_date: Mapped[date | None] = mapped_column(sa.Date, nullable=True)
     clock_start: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -33,6 +36,21 @@ class CaseRow(Base):
     at_risk_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     decide_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UnitRow(Base):
+    """Where each encounter's data was filed at its last evaluation: the root of its
+    episode chain and its patient. When ``partOf`` or ``subject`` changes, or the
+    Encounter is retracted, the episode and patient that held its cases are found here,
+    re-evaluated, and their stale cases removed."""
+
+    __tablename__ = "indicator_units"
+    __table_args__ = (sa.Index("ix_units_patient", "tenant_id", "patient_id"),)
+
+    tenant_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    encounter_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    root_id: Mapped[str] = mapped_column(sa.String(64))
+    patient_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
 
 
 class CounterRow(Base):

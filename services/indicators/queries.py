@@ -22,8 +22,8 @@ from services.indicators.models import CaseRow, CounterRow, TargetRow
 from shared.errors import UnprocessableError
 
 Granularity = Literal["day", "week", "month", "quarter", "year"]
-Unit = Literal["percent", "per_100", "per_1000"]
-SCALE: dict[str, int] = {"percent": 1, "per_100": 100, "per_1000": 1000}
+Unit = Literal["percent", "per_100", "per_1000", "per_10000"]
+SCALE: dict[str, int] = {"percent": 1, "per_100": 100, "per_1000": 1000, "per_10000": 10000}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class IndicatorShape:
     """What the arithmetic needs to know about an indicator."""
 
     code: str
-    kind: Literal["proportion", "ratio"]
+    kind: Literal["proportion", "ratio", "manual"]
     unit: Unit
     direction: Literal["higher_is_better", "lower_is_better"]
     default_target: float | None

@@ -86,6 +86,22 @@ CODE_SYSTEMS: Mapping[str, CodeSystem] = {
             ("http://terminology.hl7.org/CodeSystem/risk-probability",),
             MatchRule.EXACT,
         ),
+        # Encounter.hospitalization.dischargeDisposition (``exp``: expired).
+        CodeSystem(
+            "discharge-disposition",
+            ("http://terminology.hl7.org/CodeSystem/discharge-disposition",),
+            MatchRule.EXACT,
+        ),
+        CodeSystem(
+            "medicationrequest-category",
+            ("http://terminology.hl7.org/CodeSystem/medicationrequest-category",),
+            MatchRule.EXACT,
+        ),
+        CodeSystem(
+            "act-priority",
+            ("http://terminology.hl7.org/CodeSystem/v3-ActPriority",),
+            MatchRule.EXACT,
+        ),
     )
 }
 

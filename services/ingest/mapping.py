@@ -113,6 +113,20 @@ class EpisodeFields:
     patient_id: str | None
     arrival: datetime | None
     discharge: datetime | None
+    #: ``Encounter.partOf``: the encounter whose episode this one joins.
+    part_of: str | None = None
+    #: ``Encounter.priority`` (v3-ActPriority code: EL, EM, UR …).
+    priority: str | None = None
+    #: ``Encounter.hospitalization.dischargeDisposition``, first coding.
+    disposition: Coding | None = None
+
+
+def patient_fields(resource: JSON, tz: ZoneInfo) -> tuple[date | None, datetime | None]:
+    """``Patient.birthDate`` and ``Patient.deceasedDateTime`` (``deceasedBoolean`` says
+    nothing about when, so it is not a time of death)."""
+    return parse_date(resource.get("birthDate")), parse_datetime(
+        resource.get("deceasedDateTime"), tz
+    )
 
 
 def map_encounter(resource: JSON, tz: ZoneInfo) -> EpisodeFields | None:
@@ -124,6 +138,10 @@ def map_encounter(resource: JSON, tz: ZoneInfo) -> EpisodeFields | None:
     provider = resource.get("serviceProvider") or {}
     period = resource.get("period") or {}
     department = reference_id(provider, "Organization") or UNASSIGNED_DEPARTMENT
+    hospitalization = resource.get("hospitalization") or {}
+    disposition = codings(hospitalization.get("dischargeDisposition"))
+    priority = codings(resource.get("priority"))
+    part_of = reference_id(resource.get("partOf"), "Encounter")
     return EpisodeFields(
         encounter_id=str(resource["id"]),
         status=status,
@@ -133,6 +151,9 @@ def map_encounter(resource: JSON, tz: ZoneInfo) -> EpisodeFields | None:
         patient_id=reference_id(resource.get("subject"), "Patient"),
         arrival=parse_datetime(period.get("start"), tz),
         discharge=parse_datetime(period.get("end"), tz) if status == "finished" else None,
+        part_of=part_of if part_of != resource["id"] else None,
+        priority=priority[0].code if priority else None,
+        disposition=disposition[0] if disposition else None,
     )
 
 

@@ -47,7 +47,10 @@ class EpisodeRow(Base):
     """One Encounter, as indicators see it."""
 
     __tablename__ = "episodes"
-    __table_args__ = (sa.Index("ix_episodes_patient", "tenant_id", "patient_id"),)
+    __table_args__ = (
+        sa.Index("ix_episodes_patient", "tenant_id", "patient_id"),
+        sa.Index("ix_episodes_part_of", "tenant_id", "part_of"),
+    )
 
     tenant_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     encounter_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -59,6 +62,13 @@ class EpisodeRow(Base):
     arrival: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     discharge: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     birth_date: Mapped[date | None] = mapped_column(sa.Date, nullable=True)
+    #: ``Encounter.partOf`` (an encounter id; it may not have arrived yet).
+    part_of: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    priority: Mapped[str | None] = mapped_column(sa.String(32), nullable=True)
+    disposition_system: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    disposition_code: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    #: ``Patient.deceasedDateTime`` of the subject.
+    deceased_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class DepartmentRow(Base):

@@ -24,7 +24,7 @@ from services.ingest.mapping import (
     fact_to_json,
     map_encounter,
     map_fact,
-    parse_date,
+    patient_fields,
 )
 from services.ingest.models import (
     DepartmentRow,
@@ -113,6 +113,11 @@ _EPISODE_FIELDS = (
     "arrival",
     "discharge",
     "birth_date",
+    "deceased_at",
+    "part_of",
+    "priority",
+    "disposition_system",
+    "disposition_code",
 )
 _INSERT_EPISODE = sa.insert(_EPISODES)
 _UPDATE_EPISODE = (
@@ -144,10 +149,10 @@ _DELETE_FACT = sa.delete(_FACTS).where(_by_key(_FACTS, "tenant_id", "resource_ty
 _PATIENT_EPISODES = sa.select(_EPISODES.c.encounter_id).where(
     _by_key(_EPISODES, "tenant_id", "patient_id")
 )
-_SET_BIRTH_DATE = (
+_SET_PATIENT_FIELDS = (
     sa.update(_EPISODES)
     .where(_by_key(_EPISODES, "tenant_id", "patient_id"))
-    .values(birth_date=sa.bindparam("birth_date"))
+    .values(birth_date=sa.bindparam("birth_date"), deceased_at=sa.bindparam("deceased_at"))
 )
 
 
@@ -168,7 +173,8 @@ class IngestUnit:
     _episodes: dict[str, bool] = field(default_factory=dict)
     #: Refs whose linked facts are known to be none (checked by a prefetch).
     _unlinked: set[str] = field(default_factory=set)
-    _births: dict[str, date | None] = field(default_factory=dict)
+    #: Patient id → (birth date, time of death) as stored or as this unit wrote them.
+    _patients: dict[str, tuple[date | None, datetime | None]] = field(default_factory=dict)
     #: Prefetched keys whose facts and episodes are not loaded yet.
     _to_map: set[tuple[str, str]] = field(default_factory=set)
     #: Department code → label as stored (or as this unit wrote it).
@@ -220,7 +226,7 @@ class IngestUnit:
         self._facts.clear()
         self._episodes.clear()
         self._unlinked.clear()
-        self._births.clear()
+        self._patients.clear()
         self._to_map.clear()
         self._departments.clear()
 
@@ -238,13 +244,13 @@ class IngestUnit:
             )
         return self._episodes[encounter_id]
 
-    def _birth_date(self, patient_id: str) -> date | None:
-        if patient_id not in self._births:
+    def _patient(self, patient_id: str) -> tuple[date | None, datetime | None]:
+        if patient_id not in self._patients:
             body = repository.current_body(self.session, self.tenant_id, "Patient", patient_id)
-            self._births[patient_id] = (
-                parse_date(body.get("birthDate")) if body is not None else None
+            self._patients[patient_id] = (
+                patient_fields(body, self.tz) if body is not None else (None, None)
             )
-        return self._births[patient_id]
+        return self._patients[patient_id]
 
     def is_unchanged(self, rtype: str, rid: str, digest: str) -> bool:
         row = self.current(rtype, rid)
@@ -357,6 +363,10 @@ class IngestUnit:
                 self.session.execute(_DELETE_EPISODE, key)
                 self._episodes[rid] = False
             return
+        birth_date, deceased_at = (
+            self._patient(fields.patient_id) if fields.patient_id else (None, None)
+        )
+        disposition = fields.disposition
         values = {
             "status": fields.status,
             "class_code": fields.class_code,
@@ -365,7 +375,12 @@ class IngestUnit:
             "patient_id": fields.patient_id,
             "arrival": fields.arrival,
             "discharge": fields.discharge,
-            "birth_date": self._birth_date(fields.patient_id) if fields.patient_id else None,
+            "birth_date": birth_date,
+            "deceased_at": deceased_at,
+            "part_of": fields.part_of,
+            "priority": fields.priority,
+            "disposition_system": disposition.system if disposition else None,
+            "disposition_code": disposition.code if disposition else None,
         }
         if exists:
             self.session.execute(_UPDATE_EPISODE, {**values, **key})
@@ -395,11 +410,15 @@ class IngestUnit:
             self._departments[code] = name
 
     def _remap_patient(self, rid: str, body: JSON | None) -> None:
-        birth_date = parse_date(body.get("birthDate")) if body is not None else None
-        self._births[rid] = birth_date
+        birth_date, deceased_at = (
+            patient_fields(body, self.tz) if body is not None else (None, None)
+        )
+        self._patients[rid] = (birth_date, deceased_at)
         key = {"k_tenant_id": self.tenant_id, "k_patient_id": rid}
         self.touched.update(self.session.scalars(_PATIENT_EPISODES, key))
-        self.session.execute(_SET_BIRTH_DATE, {**key, "birth_date": birth_date})
+        self.session.execute(
+            _SET_PATIENT_FIELDS, {**key, "birth_date": birth_date, "deceased_at": deceased_at}
+        )
 
     def _remap_fact(self, rtype: str, rid: str, body: JSON | None) -> None:
         mapped = map_fact(body, self.tz) if body is not None else None

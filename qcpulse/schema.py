@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 import services.alerts.models
 import services.hl7v2.models
+import services.indicators.manual
 import services.indicators.models
 import services.ingest.models
 import shared.models
@@ -22,6 +23,7 @@ _MODEL_MODULES = (
     shared.models,
     services.ingest.models,
     services.indicators.models,
+    services.indicators.manual,
     services.alerts.models,
     services.hl7v2.models,
 )

@@ -63,6 +63,16 @@ class _Entry:
 
 
 @dataclass(slots=True)
+class _Member:
+    """A finished member of the patient's journey: its Encounter id and its messages."""
+
+    encounter_id: str
+    messages: list[_Message]
+    initial: _Message | None
+    root: bool
+
+
+@dataclass(slots=True)
 class _Message:
     at: datetime
     note: Note
@@ -121,7 +131,16 @@ def directory_bundle(config: HospitalConfig, at: datetime) -> Resource:
 
 
 class Chart:
-    """Builds one episode's resources and queues the messages that carry them."""
+    """Builds one journey's resources and queues the messages that carry them.
+
+    A journey is usually one Encounter. It may hold more: an ED visit and the ward
+    stay it became (:meth:`transfer`, a chain through ``Encounter.partOf``), or later
+    episodes of the same patient (:meth:`readmit`: a readmission, next month's
+    dialysis). Each Encounter is a *member* with its own messages and registration;
+    resource ids are unique across the journey. ``arrival`` is the journey's door
+    time until :meth:`readmit` moves it to the new episode's arrival; ``start`` is
+    the current member's ``period.start``.
+    """
 
     def __init__(
         self,
@@ -141,7 +160,16 @@ class Chart:
         self.department = department
         self.encounter_class = encounter_class
         self.arrival = arrival
+        self.start = arrival
         self.encounter_id = f"{config.tenant}-enc-{number:06d}"
+        self.root_id = self.encounter_id
+        #: The ward an ED visit becomes (set by the stream for chained journeys).
+        self.ward: tuple[Department, EncounterClass] | None = None
+        #: The ED system exports its visits late: the root may reach qcpulse after
+        #: the ward stay that is ``partOf`` it.
+        self.late_root = False
+        self.part_of: str | None = None
+        self.priority: tuple[str, str] | None = None
         self.who_icd10 = rng.random() < config.who_icd10_rate
         self.patient: Resource = patient_resource(person, mrn_system=mrn_system(config))
         self.patient_ref = {
@@ -166,7 +194,11 @@ class Chart:
         self._initial: _Message | None = None
         self._start_fix: datetime | None = None
         self._death_sent: datetime | None = None
+        self._died_at: datetime | None = None
         self._deceased_patient: Resource | None = None
+        self._done: list[_Member] = []
+        self._member_count = 1
+        self._bundle_count = 0
 
     # -- small helpers -------------------------------------------------------------
 
@@ -201,6 +233,7 @@ class Chart:
         disposition: tuple[str, str] | None = None,
     ) -> Resource:
         number_system = "inpatient-no" if self.encounter_class == "IMP" else "visit-no"
+        suffix = f"-{self._member_count}" if self._member_count > 1 else ""
         period: Resource = {"start": start}
         if end is not None:
             period["end"] = fhir_time(end)
@@ -210,17 +243,21 @@ class Chart:
             "identifier": [
                 {
                     "system": f"{self.cfg.fhir_base}/sid/{number_system}",
-                    "value": f"{self.encounter_class[0]}{self.number:08d}",
+                    "value": f"{self.encounter_class[0]}{self.number:08d}{suffix}",
                 }
             ],
             "status": status,
             "class": c.coding(
                 c.ACT_CODE, self.encounter_class, _CLASS_DISPLAY[self.encounter_class]
             ),
-            "subject": self.patient_ref,
-            "period": period,
-            "serviceProvider": self.department_ref,
         }
+        if self.priority is not None:
+            enc["priority"] = c.concept(c.ACT_PRIORITY, *self.priority)
+        enc["subject"] = self.patient_ref
+        enc["period"] = period
+        if self.part_of is not None:
+            enc["partOf"] = {"reference": f"Encounter/{self.part_of}"}
+        enc["serviceProvider"] = self.department_ref
         if disposition is not None:
             enc["hospitalization"] = {
                 "dischargeDisposition": c.concept(c.DISCHARGE_DISPOSITION, *disposition)
@@ -252,7 +289,7 @@ class Chart:
 
     def admission_diagnosis(self, dx: c.Dx, *, onset: datetime | None = None) -> Resource:
         """The diagnosis on the admission slip (入院证), recorded when the patient registers."""
-        return self.condition(dx, recorded=floor_minute(self.arrival), onset=onset)
+        return self.condition(dx, recorded=floor_minute(self.start), onset=onset)
 
     def recode(self, condition: Resource, dx: c.Dx) -> Resource:
         return {**condition, "code": self._diagnosis_code(dx)}
@@ -306,13 +343,13 @@ class Chart:
         prophylaxis: bool = False,
         status: str = "active",
         route: tuple[str, str] | None = None,
+        setting: str | None = None,
+        dose: float | None = None,
     ) -> Resource:
-        category = [
-            c.concept(
-                c.MED_REQUEST_CATEGORY,
-                "inpatient" if self.encounter_class == "IMP" else "outpatient",
-            )
-        ]
+        """``setting``: the medicationrequest-category code (``discharge`` for 出院带药);
+        by default the care setting of the Encounter."""
+        setting = setting or ("inpatient" if self.encounter_class == "IMP" else "outpatient")
+        category = [c.concept(c.MED_REQUEST_CATEGORY, setting)]
         if prophylaxis:
             category.append(c.concept(c.QC, "prophylaxis", "预防用药"))
         rt = route or drug.route
@@ -328,9 +365,9 @@ class Chart:
             "authoredOn": fhir_time(authored),
             "dosageInstruction": [
                 {
-                    "text": f"{drug.name} {drug.dose:g}{drug.unit}",
+                    "text": f"{drug.name} {drug.dose if dose is None else dose:g}{drug.unit}",
                     "route": c.concept(c.SNOMED, rt[0], rt[1]),
-                    "doseAndRate": [{"doseQuantity": self._dose(drug, None)}],
+                    "doseAndRate": [{"doseQuantity": self._dose(drug, dose)}],
                 }
             ],
         }
@@ -385,9 +422,17 @@ class Chart:
         *,
         collected: datetime,
         issued: datetime,
+        unit: str | None = None,
+        scale: float = 1.0,
+        decimals: int | None = None,
     ) -> Resource:
-        value = round(value, lab.decimals)
-        flag = "H" if value > lab.high else "L" if value < lab.low else "N"
+        """``unit``, ``scale``, ``decimals``: the result as a LIS reports it in another
+        unit (``value`` and the reference range are already multiplied by ``scale``)."""
+        value = round(value, lab.decimals if decimals is None else decimals)
+        low = round(lab.low * scale, lab.decimals if decimals is None else decimals)
+        high = round(lab.high * scale, lab.decimals if decimals is None else decimals)
+        unit = unit or lab.unit
+        flag = "H" if value > high else "L" if value < low else "N"
         return {
             "resourceType": "Observation",
             "id": self.new_id("obs"),
@@ -400,20 +445,15 @@ class Chart:
             "issued": fhir_time(issued),
             "valueQuantity": {
                 "value": value,
-                "unit": lab.unit,
+                "unit": unit,
                 "system": c.UCUM,
-                "code": lab.unit,
+                "code": unit,
             },
             "interpretation": [c.concept(c.INTERPRETATION, flag)],
             "referenceRange": [
                 {
-                    "low": {"value": lab.low, "unit": lab.unit, "system": c.UCUM, "code": lab.unit},
-                    "high": {
-                        "value": lab.high,
-                        "unit": lab.unit,
-                        "system": c.UCUM,
-                        "code": lab.unit,
-                    },
+                    "low": {"value": low, "unit": unit, "system": c.UCUM, "code": unit},
+                    "high": {"value": high, "unit": unit, "system": c.UCUM, "code": unit},
                 }
             ],
         }
@@ -626,7 +666,7 @@ class Chart:
         stated = max((_latest_time(e.resource) for e in entries if e.resource), default="")
         if stated and datetime.fromisoformat(stated) > at:
             at = datetime.fromisoformat(stated) + timedelta(seconds=self.rng.randint(10, 300))
-        at = max(at, self.arrival).astimezone(UTC).replace(microsecond=0)
+        at = max(at, self.start).astimezone(UTC).replace(microsecond=0)
         msg = _Message(at=at, note=note, entries=entries, order=float(len(self._messages)))
         self._messages.append(msg)
         return msg
@@ -643,20 +683,20 @@ class Chart:
         A positive ``start_error_min`` charts the arrival that much late (the
         registration clerk's clock, not triage); a later correction fixes it.
         """
-        charted = fhir_time(floor_minute(self.arrival + minutes(start_error_min)))
+        charted = fhir_time(floor_minute(self.start + minutes(start_error_min)))
         self.encounter = self.encounter_version(status="in-progress", start=charted)
         entries = [_Entry("PUT", "Encounter", self.encounter_id, self.encounter)]
         entries.extend(_Entry("PUT", r["resourceType"], r["id"], r) for r in resources)
-        at = self.after(self.arrival, 1, 6) + timedelta(seconds=self.rng.randrange(60))
+        at = self.after(self.start, 1, 6) + timedelta(seconds=self.rng.randrange(60))
         self._initial = self._queue(at, "initial", entries)
         self._initial.order = -1.0  # ties with bumped messages: registration goes first
         if start_error_min > 0:
-            self._start_fix = self.after(self.arrival, 60, 600)
+            self._start_fix = self.after(self.start, 60, 600)
 
     def _fix_start(self, at: datetime) -> None:
         assert self.encounter is not None
         self._start_fix = None
-        period = {**self.encounter["period"], "start": fhir_time(floor_minute(self.arrival))}
+        period = {**self.encounter["period"], "start": fhir_time(floor_minute(self.start))}
         self.encounter = {**self.encounter, "period": period}
         self.send(at, self.encounter, note="correction")
 
@@ -664,10 +704,16 @@ class Chart:
         self,
         at: datetime,
         *resources: Resource,
-        disposition: tuple[str, str] = ("home", "Home"),
+        disposition: tuple[str, str] | None = ("home", "Home"),
         died: bool = False,
+        died_at: datetime | None = None,
     ) -> None:
-        """Finish the Encounter at ``at``; the discharge bundle follows some minutes later."""
+        """Finish the Encounter at ``at``; the discharge bundle follows some minutes later.
+
+        ``died``: the master index records the death (``Patient.deceasedDateTime``,
+        ``died_at`` or else the discharge time) from this bundle on, whatever the
+        disposition says.
+        """
         assert self.encounter is not None, "admit() before discharge()"
         at = floor_minute(at)
         sent = self.after(at, 2, 90)
@@ -685,8 +731,107 @@ class Chart:
         if died:
             self.deceased = True
             self._death_sent = self._messages[-1].at
+            self._died_at = floor_minute(died_at or at)
         if self._start_fix is not None:
             self._fix_start(self.after(sent, 30, 2880))
+
+    def dies_later(self, at: datetime) -> None:
+        """The patient dies at ``at``, after discharge; the master index learns it a day
+        or two later and the engine re-sends the last Encounter with the Patient."""
+        assert self.encounter is not None
+        assert self.discharged_at is not None
+        self.deceased = True
+        self._died_at = floor_minute(at)
+        self.send(self.after(at, 6 * 60, 2 * 1440), self.encounter)
+        self._death_sent = self._messages[-1].at
+
+    def _begin_member(
+        self,
+        at: datetime,
+        department: Department,
+        encounter_class: EncounterClass,
+        *,
+        part_of: str | None,
+        priority: tuple[str, str] | None,
+    ) -> None:
+        if self._start_fix is not None:
+            self._fix_start(self._start_fix)
+        self._done.append(
+            _Member(
+                self.encounter_id,
+                self._messages,
+                self._initial,
+                root=self.encounter_id == self.root_id,
+            )
+        )
+        self._messages = []
+        self._initial = None
+        self._member_count += 1
+        self.encounter_id = f"{self.root_id}-{self._member_count}"
+        self.encounter_ref = {"reference": f"Encounter/{self.encounter_id}"}
+        self.department = department
+        self.department_ref = {
+            "reference": f"Organization/{department.code}",
+            "display": department.name,
+        }
+        self.encounter_class = encounter_class
+        self.encounter = None
+        self.discharged_at = None
+        self.start = floor_minute(at)
+        self.part_of = part_of
+        self.priority = priority
+
+    def transfer(
+        self, at: datetime, *dxs: c.Dx, priority: tuple[str, str] | None = None
+    ) -> list[Resource]:
+        """The ED visit ends at ``at`` and becomes a ward stay ``partOf`` it (收入院).
+
+        The ED Encounter is finished without a disposition (the patient did not leave
+        the hospital); the ward Encounter is registered with ``dxs`` as its admission
+        diagnoses, which are returned.
+        """
+        assert self.ward is not None, "transfer() needs a chained journey"
+        assert self.encounter is not None
+        assert self.discharged_at is None
+        department, encounter_class = self.ward
+        self.ward = None
+        at = floor_minute(at)
+        self.discharge(at, disposition=None)
+        self._begin_member(
+            at, department, encounter_class, part_of=self.encounter_id, priority=priority
+        )
+        conditions = [self.admission_diagnosis(dx) for dx in dxs]
+        self.admit(*conditions)
+        return conditions
+
+    @property
+    def chained(self) -> bool:
+        """An ED visit that will become a ward stay (:meth:`transfer` still to come)."""
+        return self.ward is not None
+
+    def readmit(
+        self,
+        at: datetime,
+        department: Department,
+        encounter_class: EncounterClass,
+        *dxs: c.Dx,
+        priority: tuple[str, str] | None = None,
+    ) -> list[Resource]:
+        """A later episode of the same patient arriving at ``at`` (the new ``arrival``),
+        registered with ``dxs`` as admission diagnoses (returned)."""
+        assert self.discharged_at is not None, "discharge() before readmit()"
+        self._begin_member(at, department, encounter_class, part_of=None, priority=priority)
+        self.arrival = self.start
+        conditions = [self.admission_diagnosis(dx) for dx in dxs]
+        self.admit(*conditions)
+        return conditions
+
+    def icd9(self, code: tuple[str, str]) -> Resource:
+        """An ICD-9-CM-3 procedure code: 国临版, or the WHO code on older interfaces."""
+        code_cn, name = code
+        if self.who_icd10:
+            return c.concept(c.ICD9CM_WHO, code_cn[:5], name)
+        return c.concept(c.ICD9CM3_CN, code_cn, name)
 
     def correct(self, at: datetime, new_version: Resource) -> None:
         self.send(at, new_version, note="correction")
@@ -731,13 +876,44 @@ class Chart:
     # -- the engine ----------------------------------------------------------------------
 
     def finish(self) -> list[Send]:
-        """Bundles for this episode, ordered by send time, with the engine's quirks applied."""
-        initial = self._initial
-        if initial is None:
+        """Bundles for this journey, ordered by send time, with the engine's quirks applied."""
+        if self._initial is None:
             raise RuntimeError("pathway never admitted the patient")
         if self._start_fix is not None:
             self._fix_start(self._start_fix)
-        others = [m for m in self._messages if m is not initial]
+        current = _Member(
+            self.encounter_id,
+            self._messages,
+            self._initial,
+            root=self.encounter_id == self.root_id,
+        )
+        members = [*self._done, current]
+        for member in members:
+            if member.initial is None:
+                raise RuntimeError(f"{member.encounter_id} was never registered")
+            self._engine_order(member)
+        if self.late_root and len(members) > 1 and members[1].initial is not None:
+            # The ED system's visits reach the engine in a later batch: every message
+            # of the root moves behind the ward stay's registration, in order.
+            root = members[0]
+            assert root.initial is not None
+            first = min(m.at for m in root.messages)
+            target = members[1].initial.at + minutes(self.rng.uniform(5, 240))
+            if target > first:
+                shift = target - first
+                for m in root.messages:
+                    m.at = (m.at + shift).replace(microsecond=0)
+        out: list[tuple[datetime, int, Send]] = []
+        for member in members:
+            for send in self._member_sends(member):
+                out.append((send.at, len(out), send))
+        out.sort(key=lambda t: (t[0], t[1]))
+        return [send for _, _, send in out]
+
+    def _engine_order(self, member: _Member) -> None:
+        initial = member.initial
+        assert initial is not None
+        others = [m for m in member.messages if m is not initial]
         delayed = bool(others) and self.chance(self.cfg.early_rate)
         if delayed:
             self._delay_registration(initial, others)
@@ -747,8 +923,13 @@ class Chart:
                     m.note = "early"
                 else:
                     m.at = initial.at
-        ordered = sorted(self._messages, key=lambda m: (m.at, m.order))
-        bundles = [self._bundle(m, k) for k, m in enumerate(ordered)]
+
+    def _member_sends(self, member: _Member) -> list[Send]:
+        ordered = sorted(member.messages, key=lambda m: (m.at, m.order))
+        bundles = []
+        for m in ordered:
+            bundles.append(self._bundle(m, self._bundle_count))
+            self._bundle_count += 1
         timeline: list[tuple[datetime, float, Note, Resource]] = []
         for k, (m, b) in enumerate(zip(ordered, bundles, strict=True)):
             timeline.append((m.at, float(k), m.note, b))
@@ -759,7 +940,7 @@ class Chart:
                 timeline.append((retry, k + 0.5, "resend", b))
         timeline.sort(key=lambda t: (t[0], t[1]))
         return [
-            Send(at=at, bundle=b, episode=self.encounter_id, note=note)
+            Send(at=at, bundle=b, episode=member.encounter_id, note=note)
             for at, _, note, b in timeline
         ]
 
@@ -779,8 +960,8 @@ class Chart:
         if self._death_sent is None or at < self._death_sent:
             return self.patient
         if self._deceased_patient is None:
-            assert self.discharged_at is not None
-            died = fhir_time(self.discharged_at)
+            assert self._died_at is not None
+            died = fhir_time(self._died_at)
             self._deceased_patient = {**self.patient, "deceasedDateTime": died}
         return self._deceased_patient
 

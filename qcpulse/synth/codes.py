@@ -41,6 +41,7 @@ AE_SEVERITY: Final = "http://terminology.hl7.org/CodeSystem/adverse-event-severi
 AE_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/adverse-event-category"
 MED_ADMIN_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/medication-admin-category"
 MED_REQUEST_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/medicationrequest-category"
+ACT_PRIORITY: Final = "http://terminology.hl7.org/CodeSystem/v3-ActPriority"
 
 
 def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
@@ -98,6 +99,43 @@ PSYCH_OTHER_DX: Final = (
     Dx("F41.100", "广泛性焦虑障碍", "F41.1"),
     Dx("F43.100", "创伤后应激障碍", "F43.1"),
 )
+CARDIAC_ARREST_DX: Final = (
+    Dx("I46.000", "心脏骤停复苏成功", "I46.0"),
+    Dx("I46.100", "心源性猝死", "I46.1"),
+    Dx("I46.900", "心脏骤停", "I46.9"),
+)
+#: What the patient came in with or arrested from: on the admission slip beside I46.
+ARREST_CAUSE_DX: Final = (
+    Dx("I21.900", "急性心肌梗死", "I21.9"),
+    Dx("I49.001", "心室颤动", "I49.0"),
+    Dx("I50.900", "心力衰竭", "I50.9"),
+    Dx("T75.100", "淹溺", "T75.1"),
+    Dx("R99.x00", "呼吸心跳停止", "R99"),
+)
+SCHIZOPHRENIA_DX: Final = (
+    Dx("F20.000", "偏执型精神分裂症", "F20.0"),
+    Dx("F20.100", "青春型精神分裂症", "F20.1"),
+    Dx("F20.500", "残留型精神分裂症", "F20.5"),
+    Dx("F20.900", "精神分裂症", "F20.9"),
+)
+PECTUS_DX: Final = (
+    Dx("Q67.600", "漏斗胸", "Q67.6"),
+    Dx("Q67.700", "鸡胸", "Q67.7"),
+)
+#: Why a chest-wall patient comes back: bar displacement, pneumothorax, wound infection,
+#: pain; and a planned admission for something else.
+PECTUS_READMISSION_DX: Final = (
+    Dx("T84.000", "胸骨矫形板移位", "T84.0"),
+    Dx("J93.900", "气胸", "J93.9"),
+    Dx("T81.400", "手术后切口感染", "T81.4"),
+    Dx("R07.300", "胸壁疼痛", "R07.3"),
+)
+PECTUS_ELECTIVE_DX: Final = Dx("Z09.000", "胸壁畸形术后复查", "Z09.0")
+ESRD_DX: Final = (
+    Dx("N18.500", "慢性肾脏病5期", "N18.5"),
+    Dx("N18.000", "终末期肾病", "N18.0"),
+)
+RENAL_ANAEMIA_DX: Final = Dx("D63.800", "肾性贫血", "D63.8")
 CARDIOLOGY_DX: Final = (
     Dx("I20.000", "不稳定型心绞痛", "I20.0"),
     Dx("I50.900", "心力衰竭", "I50.9"),
@@ -186,6 +224,14 @@ PCI_CODES: Final = (
     ("36.0600", "非药物洗脱冠状动脉支架置入术"),
 )
 CORONARY_ANGIOGRAPHY: Final = ("88.5500", "单根导管冠状动脉造影术")
+CPR_CODES: Final = (
+    ("99.6000", "心肺复苏"),
+    ("99.6300", "闭合性胸心脏按压"),
+)
+DEFIBRILLATION: Final = ("99.6200", "心脏电除颤")
+CHEST_WALL_REPAIR: Final = ("34.7400", "胸壁畸形矫正术（Nuss手术）")
+HAEMODIALYSIS: Final = ("39.9500", "血液透析")
+PERITONEAL_DIALYSIS: Final = ("54.9800", "腹膜透析")
 
 # -- medications -------------------------------------------------------------------
 
@@ -228,6 +274,10 @@ RISPERIDONE: Final = Drug("N05AX08", "利培酮片", ROUTE_ORAL, 2.0, "mg")
 QUETIAPINE: Final = Drug("N05AH04", "富马酸喹硫平片", ROUTE_ORAL, 100.0, "mg")
 ESCITALOPRAM: Final = Drug("N06AB10", "草酸艾司西酞普兰片", ROUTE_ORAL, 10.0, "mg")
 LITHIUM: Final = Drug("N05AN01", "碳酸锂缓释片", ROUTE_ORAL, 300.0, "mg")
+OLANZAPINE: Final = Drug("N05AH03", "奥氮平片", ROUTE_ORAL, 10.0, "mg")
+ANTIPSYCHOTICS: Final = (RISPERIDONE, QUETIAPINE, OLANZAPINE)
+EPOETIN: Final = Drug("B03XA01", "重组人促红素注射液", ROUTE_SC, 10000.0, "[iU]")
+EPINEPHRINE: Final = Drug("C01CA24", "盐酸肾上腺素注射液", ROUTE_IV, 1.0, "mg")
 
 THERAPEUTIC_ANTIBIOTICS: Final = (
     CEFTRIAXONE,
@@ -259,6 +309,8 @@ CRP: Final = Lab("1988-5", "C反应蛋白", "mg/L", 0.0, 10.0, 1)
 GLUCOSE: Final = Lab("14749-6", "血糖", "mmol/L", 3.9, 6.1, 1)
 CREATININE: Final = Lab("14682-9", "肌酐", "umol/L", 57.0, 111.0, 0)
 ADMISSION_LABS: Final = (WBC, CRP, GLUCOSE, CREATININE)
+#: Haemoglobin, in g/L as Chinese laboratories report it (some LIS send g/dL or mmol/L).
+HAEMOGLOBIN: Final = Lab("718-7", "血红蛋白", "g/L", 115.0, 150.0, 0)
 
 ECG: Final = ("11524-6", "心电图")
 

@@ -23,7 +23,15 @@ DepartmentRole = Literal[
     "orthopaedics",
     "general_medicine",
     "radiology",
+    "thoracic_surgery",
+    "nephrology",
 ]
+#: Roles a custom department list may leave out: their patients are seen by the
+#: department named here instead (older configs predate them).
+ROLE_FALLBACK: dict[DepartmentRole, DepartmentRole] = {
+    "thoracic_surgery": "general_surgery",
+    "nephrology": "general_medicine",
+}
 
 Pathway = Literal[
     "ed_minor",
@@ -38,13 +46,17 @@ Pathway = Literal[
     "general_surgery",
     "orthopaedics",
     "psychiatry",
+    "cardiac_arrest",
+    "schizophrenia",
+    "chest_wall",
+    "dialysis",
 ]
 PATHWAYS: tuple[Pathway, ...] = get_args(Pathway)
 
 #: Pathways that come through the door at any hour; the rest are booked admissions
 #: and clinic visits that follow office hours and weekdays.
 ACUTE_PATHWAYS: frozenset[Pathway] = frozenset(
-    {"ed_minor", "stemi", "stroke", "septic_shock", "icu"}
+    {"ed_minor", "stemi", "stroke", "septic_shock", "icu", "cardiac_arrest"}
 )
 
 SizeName = Literal["small", "medium", "large"]
@@ -70,6 +82,8 @@ DEFAULT_DEPARTMENTS: tuple[Department, ...] = (
     Department("ORTH", "骨科", "Orthopaedics", "orthopaedics"),
     Department("GM", "全科医学科", "General Medicine", "general_medicine"),
     Department("RAD", "放射科", "Radiology", "radiology"),
+    Department("THOR", "胸外科", "Thoracic Surgery", "thoracic_surgery"),
+    Department("NEPH", "肾内科", "Nephrology", "nephrology"),
 )
 
 #: Share of arrivals per pathway. Indicator populations are over-represented
@@ -88,6 +102,12 @@ DEFAULT_MIX: tuple[tuple[Pathway, float], ...] = (
     ("general_surgery", 0.12),
     ("orthopaedics", 0.09),
     ("psychiatry", 0.055),
+    # Second-wave populations: a journey each, several Encounters for some (an ED
+    # visit and the ward stay it became, a readmission, months of dialysis).
+    ("cardiac_arrest", 0.012),
+    ("schizophrenia", 0.02),
+    ("chest_wall", 0.01),
+    ("dialysis", 0.01),
 )
 
 _SIZES: dict[SizeName, float] = {"small": 40.0, "medium": 160.0, "large": 800.0}
@@ -140,7 +160,7 @@ class HospitalConfig:
         if not self.tenant:
             raise ValueError("tenant must not be empty")
         roles = {d.role for d in self.departments}
-        missing = set(get_args(DepartmentRole)) - roles
+        missing = set(get_args(DepartmentRole)) - roles - set(ROLE_FALLBACK)
         if missing:
             raise ValueError(f"departments lack roles: {sorted(missing)}")
         if not self.mix or any(w < 0 for _, w in self.mix) or sum(w for _, w in self.mix) <= 0:
@@ -170,6 +190,8 @@ class HospitalConfig:
         for d in self.departments:
             if d.role == role:
                 return d
+        if role in ROLE_FALLBACK:
+            return self.department(ROLE_FALLBACK[role])
         raise KeyError(role)  # unreachable: __post_init__ checks every role
 
     @classmethod

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from qcpulse.synth import codes as c
@@ -445,7 +445,17 @@ def stemi(ch: Chart) -> None:
     initial_dx = c.MI_UNSPECIFIED_DX if mis_coded and ch.chance(0.6) else dx
     wrong_stemi = mis_coded and initial_dx is dx  # coded STEMI, later revised to NSTEMI
     onset = ch.after(ch.arrival, -240, -30)
-    if ch.chance(0.3):  # the ambulance ECG already diagnosed it: on the admission slip
+    # Through the ED (a chain): the ED charts chest pain and the ECG; the STEMI is
+    # often coded only on the cardiology admission, where the PCI is charted too.
+    dx_on_ward = ch.chained and ch.chance(0.6)
+    if dx_on_ward:
+        ch.admit(
+            ch.admission_diagnosis(c.Dx("R07.400", "胸痛", "R07.4")),
+            start_error_min=_registration_error(ch),
+        )
+        ch.send(ch.after(ecg_at, 3, 15), ch.ecg(at=ecg_at, finding="窦性心律，V1-V4导联ST段抬高"))
+        condition = None
+    elif ch.chance(0.3) and not ch.chained:  # the ambulance ECG diagnosed it: admission slip
         condition = ch.admission_diagnosis(initial_dx, onset=onset)
         dx_at = floor_minute(ch.arrival)
         ch.admit(condition, start_error_min=_registration_error(ch))
@@ -457,7 +467,7 @@ def stemi(ch: Chart) -> None:
         condition = ch.condition(initial_dx, recorded=dx_at, onset=onset)
         ecg = ch.ecg(at=ecg_at, finding="窦性心律，V1-V4导联ST段抬高")
         ch.send(ch.after(dx_at, 0, 10), ecg, condition)
-    if mis_coded:
+    if mis_coded and condition is not None:
         revised = ch.recode(condition, c.NSTEMI_DX if wrong_stemi else dx)
         ch.correct(ch.after(dx_at, 6 * HOUR, 3 * DAY), revised)
     labs(ch, ch.after(ch.arrival, 5, 20), (c.TROPONIN_I, c.CREATININE), abnormal=0.5)
@@ -468,6 +478,12 @@ def stemi(ch: Chart) -> None:
         ch.administration(c.TICAGRELOR, at=loading),
     )
     door_to_pci = spread(ch, STEMI_DOOR_TO_PCI)
+    if ch.chained:
+        to_ward = max(loading, dx_at) + minutes(ch.rng.uniform(5, 25))
+        if door_to_pci is not None:
+            to_ward = min(to_ward, _at(ch.arrival, door_to_pci) - minutes(ch.rng.uniform(3, 10)))
+        to_ward = max(to_ward, ch.arrival + minutes(8))
+        ch.transfer(to_ward, *((initial_dx,) if dx_on_ward else ()))
     if door_to_pci is None:
         pci_end = None
         if ch.chance(0.4):
@@ -535,8 +551,10 @@ def stroke(ch: Chart) -> None:
     ct = imaging(ch, c.CT_HEAD, ch.after(ch.arrival, 5, 20), critical_p=0.02)
     ct_done = ch.after(ch.arrival, 25, 40) if ct is None else _issued(ct)
     dx_at = ch.after(ct_done, 1, 10)
-    condition = ch.condition(dx, recorded=dx_at, onset=ch.after(ch.arrival, -270, -30))
-    ch.send(ch.after(dx_at, 0, 15), condition)
+    dx_on_ward = ch.chained and ch.chance(0.4)
+    if not dx_on_ward:
+        condition = ch.condition(dx, recorded=dx_at, onset=ch.after(ch.arrival, -270, -30))
+        ch.send(ch.after(dx_at, 0, 15), condition)
     labs(ch, ch.after(ch.arrival, 3, 15), (c.GLUCOSE, c.CREATININE), abnormal=0.3)
     dtn = spread(ch, STROKE_DOOR_TO_NEEDLE)
     needle_end: datetime | None = None
@@ -571,6 +589,8 @@ def stroke(ch: Chart) -> None:
             ch.send(charted, given)
         if not ch.maybe_withdraw(given, charted):
             ch.maybe_duplicate(given, charted)
+    if ch.chained:  # from the ED to the stroke unit once the needle is in, or the CT read
+        ch.transfer(ch.after(needle_end or dx_at, 20, 150), *((dx,) if dx_on_ward else ()))
     if ch.encounter_class == "EMER":
         base = needle_end or ch.arrival + minutes(ch.rng.uniform(120, 360))
         ch.discharge(
@@ -816,6 +836,61 @@ def psychiatry(ch: Chart) -> None:
     """PIT-2026-40: F20–F39 inpatients need a risk-behaviour assessment within 24 h."""
     in_scope = ch.chance(0.85)
     dx = ch.rng.choice(c.PSYCH_DX if in_scope else c.PSYCH_OTHER_DX)
+    _psychiatric_stay(ch, dx)
+
+
+def schizophrenia(ch: Chart) -> None:
+    """PIT-2026-39: schizophrenia (F20) inpatients and the antipsychotics they go home on."""
+    _psychiatric_stay(ch, ch.rng.choice(c.SCHIZOPHRENIA_DX))
+
+
+#: Discharge regimens (出院带药) of a schizophrenia patient: monotherapy is the target.
+SCHIZOPHRENIA_DISCHARGE: Final = (
+    ("one", 0.45),
+    ("one+lithium", 0.08),  # lithium is N05AN: not an antipsychotic, still monotherapy
+    ("same twice", 0.10),  # morning and night tablets of one drug: one distinct code
+    ("one+cancelled", 0.06),  # a second drug prescribed, then cancelled
+    ("two", 0.28),
+    ("none", 0.08),  # no antipsychotic to take home: not a case
+)
+
+
+def _discharge_prescriptions(
+    ch: Chart, dx: c.Dx, inpatient_drug: c.Drug, end: datetime
+) -> list[Resource]:
+    """MedicationRequests with category ``discharge``, authored on the last day."""
+    rng = ch.rng
+
+    def rx(drug: c.Drug, status: str = "", dose: float | None = None) -> Resource:
+        authored = _not_before(ch.after(end, -20 * HOUR, -10), ch.arrival)
+        status = status or ("completed" if ch.chance(0.2) else "active")
+        return ch.medication_request(
+            drug, authored=authored, setting="discharge", status=status, dose=dose
+        )
+
+    if dx.who.startswith("F20"):
+        plan = rng.choices(
+            [p for p, _ in SCHIZOPHRENIA_DISCHARGE], weights=[w for _, w in SCHIZOPHRENIA_DISCHARGE]
+        )[0]
+        main = inpatient_drug if inpatient_drug in c.ANTIPSYCHOTICS else c.RISPERIDONE
+        other = rng.choice([d for d in c.ANTIPSYCHOTICS if d is not main])
+        if plan == "one":
+            return [rx(main)]
+        if plan == "one+lithium":
+            return [rx(main), rx(c.LITHIUM)]
+        if plan == "same twice":
+            return [rx(main), rx(main, dose=main.dose / 2)]
+        if plan == "one+cancelled":
+            return [rx(main), rx(other, status="cancelled")]
+        if plan == "two":
+            return [rx(main), rx(other)]
+        return [rx(c.LITHIUM)] if ch.chance(0.4) else []
+    if dx.who.startswith("F31"):
+        return [rx(c.LITHIUM)] + ([rx(c.QUETIAPINE)] if ch.chance(0.4) else [])
+    return [rx(c.ESCITALOPRAM)]
+
+
+def _psychiatric_stay(ch: Chart, dx: c.Dx) -> None:
     ch.admit(ch.admission_diagnosis(dx))
     if ch.chance(0.03):
         end = ch.after(ch.arrival, 3 * HOUR, 20 * HOUR)  # family took the patient home
@@ -844,7 +919,250 @@ def psychiatry(ch: Chart) -> None:
     if ch.chance(0.1):
         iv_therapy(ch, ch.after(ch.arrival, 60, 600), end, 1.0)
     adverse_events(ch, end, 0.03)
+    prescriptions = _discharge_prescriptions(ch, dx, drug, end)
+    if prescriptions and ch.chance(0.5):  # prescribed the day before, sent on their own
+        authored = max(datetime.fromisoformat(r["authoredOn"]) for r in prescriptions)
+        ch.send(ch.after(authored, 1, 30), *prescriptions)
+        prescriptions = []
+    ch.discharge(end, *prescriptions)
+
+
+# -- second wave: cardiac arrest, chest-wall surgery, dialysis ---------------------------
+
+#: Of those who die: the disposition says ``exp``; the rest only through the master
+#: index's time of death (离院方式 left as "other", or nothing at all in the ED).
+DEATH_CODED_EXP: Final = 0.75
+
+
+def _death(ch: Chart, end: datetime, *, in_ed: bool) -> None:
+    """Discharge a patient who died: ``exp``, or only ``Patient.deceasedDateTime``."""
+    died_at = end if ch.chance(0.5) else ch.after(end, -90, -5)
+    if ch.chance(DEATH_CODED_EXP):
+        ch.discharge(end, disposition=("exp", "Expired"), died=True, died_at=died_at)
+    elif in_ed:
+        ch.discharge(end, disposition=None, died=True, died_at=died_at)
+    else:
+        ch.discharge(end, disposition=("oth", "Other"), died=True, died_at=died_at)
+
+
+def _resuscitation(ch: Chart, arrest: datetime) -> tuple[datetime, Resource | None]:
+    """CPR from ``arrest`` (documented in most), adrenaline every 3–5 minutes, and a
+    shock for a shockable rhythm. Returns the end of the attempt and the CPR record."""
+    rng = ch.rng
+    cpr_start = floor_minute(arrest + minutes(rng.uniform(0, 4)))
+    cpr_end = ch.after(cpr_start, 6, 50)
+    cpr: Resource | None = None
+    if ch.chance(0.92):  # the rest: a do-not-resuscitate order, or CPR never charted
+        code_cn, name = rng.choices(c.CPR_CODES, weights=(0.85, 0.15))[0]
+        cpr = ch.procedure(ch.icd9((code_cn, name)), start=cpr_start, end=cpr_end)
+        ch.send(ch.after(cpr_end, 10, 180), cpr)
+    given: list[Resource] = []
+    at = cpr_start + minutes(rng.uniform(1, 3))
+    while at < cpr_end and len(given) < 8:
+        given.append(ch.administration(c.EPINEPHRINE, at=floor_minute(at)))
+        at += minutes(rng.uniform(3, 5))
+    if given:
+        ch.send(ch.after(cpr_end, 10, 120), *given)
+    if ch.chance(0.4):
+        shock = ch.procedure(ch.icd9(c.DEFIBRILLATION), start=ch.after(cpr_start, 1, 8))
+        ch.send(ch.after(cpr_end, 10, 120), shock)
+    return cpr_end, cpr
+
+
+def cardiac_arrest(ch: Chart) -> None:
+    """PIT-2026-11: cardiac arrest with CPR, and whether the patient leaves alive.
+
+    Out-of-hospital arrests come through the ED: some die there, some are
+    transferred out, some are admitted to the ICU (a chain); in-hospital arrests
+    happen on the ward. About a third survive to discharge.
+    """
+    rng = ch.rng
+    arrest_dx = rng.choice(c.CARDIAC_ARREST_DX)
+    in_hospital = ch.encounter_class == "IMP" and not ch.chained
+    if in_hospital:
+        ch.admit(ch.admission_diagnosis(rng.choice(c.ARREST_CAUSE_DX)))
+        arrest = _at(ch.arrival, rng.uniform(6 * HOUR, 4 * DAY))
+    else:
+        ch.admit(ch.admission_diagnosis(c.Dx("R99.x00", "呼吸心跳停止", "R99")))
+        arrest = floor_minute(ch.arrival)  # arrived in arrest, or arrested at triage
+    cpr_end, _ = _resuscitation(ch, arrest)
+    recorded = ch.after(cpr_end, 5, 60)
+    on_ward = ch.chained and ch.chance(0.5)  # the I46 coded only on the ICU admission
+    if not on_ward:
+        ch.send(ch.after(recorded, 0, 30), ch.condition(arrest_dx, recorded=recorded, onset=arrest))
+    if not in_hospital:
+        labs(ch, ch.after(ch.arrival, 5, 20), (c.LACTATE, c.TROPONIN_I), abnormal=0.8)
+        if ch.chance(0.5 if ch.chained else 0.55):
+            _death(ch, ch.after(cpr_end, 5, 60), in_ed=True)
+            return
+        if not ch.chained:
+            ch.discharge(
+                ch.after(cpr_end, 60, 360), disposition=("other-hcf", "Other healthcare facility")
+            )
+            return
+        ch.transfer(ch.after(cpr_end, 20, 120), *((arrest_dx,) if on_ward else ()))
+    died = ch.chance(0.5)
+    end = _inpatient_end(ch, 2, 20, cpr_end) if not died else ch.after(cpr_end, 2 * HOUR, 6 * DAY)
+    if ch.chance(0.2) and end > cpr_end + minutes(6 * HOUR):  # arrested again in the ICU
+        again = ch.after(cpr_end, 3 * HOUR, (end - cpr_end).total_seconds() / 60 - 60)
+        _resuscitation(ch, again)
+    inpatient_care(ch, end, iv_p=1.0, ae_p=0.05, vte_high_share=0.5)
+    if died:
+        _death(ch, end, in_ed=False)
+        return
+    ch.discharge(end, disposition=rng.choice((("home", "Home"), ("rehab", "Rehabilitation"))))
+    if ch.chance(0.1):  # died at home weeks later: not a death before discharge
+        ch.dies_later(ch.after(end, 3 * DAY, 40 * DAY))
+
+
+#: What follows a chest-wall repair, days after the index discharge.
+PECTUS_AFTER: Final = (
+    ("nothing", 0.58),
+    ("unplanned", 0.22),  # EM or UR (or no priority) within 31 days: the numerator
+    ("planned", 0.07),  # elective (EL) within 31 days: does not count
+    ("late", 0.08),  # unplanned, but more than 31 days later
+    ("died", 0.05),  # died in the index stay: not an index at all
+)
+
+
+def chest_wall(ch: Chart) -> None:
+    """PIT-2026-47: chest-wall deformity repair (Nuss) and readmissions after it."""
+    rng = ch.rng
+    dx = c.PECTUS_DX[0] if ch.chance(0.8) else c.PECTUS_DX[1]
+    ch.priority = ("EL", "elective") if ch.chance(0.7) else None
+    ch.admit(ch.admission_diagnosis(dx))
+    incision = _daytime(ch, rng.uniform(0.8, 2.5), 8, 15)
+    op_end = floor_minute(incision + minutes(rng.uniform(60, 150)))
+    end = _discharge_from(ch, op_end + timedelta(days=rng.uniform(4, 8)))
+    first = floor_minute(incision - minutes(rng.uniform(20, 60)))
+    doses(ch, c.CEFAZOLIN, first, every_hours=8, count=rng.randint(1, 3), end=end,
+          prophylaxis=True, authored=first - minutes(rng.uniform(30, 600)))  # fmt: skip
+    category = {"coding": [c.coding(c.SNOMED, "387713003", "Surgical procedure")]}
+    repair = ch.procedure(ch.icd9(c.CHEST_WALL_REPAIR), start=incision, end=op_end,
+                          category=category)  # fmt: skip
+    sent = ch.after(op_end, 30, 360)
+    ch.send(sent, repair)
+    ch.maybe_duplicate(repair, sent)
+    if ch.chance(0.5):
+        imaging(ch, c.XR_CHEST, ch.after(op_end, 6 * HOUR, 2 * DAY), critical_p=0.05, end=end)
+    inpatient_care(ch, end, iv_p=0.9, vte_high_share=0.1)
+    after = rng.choices([a for a, _ in PECTUS_AFTER], weights=[w for _, w in PECTUS_AFTER])[0]
+    if after == "died":
+        _death(ch, end, in_ed=False)
+        return
     ch.discharge(end)
+    if after == "nothing":
+        return
+    thoracic = ch.cfg.department("thoracic_surgery")
+    if after == "planned":
+        back = _daytime(ch, (end - ch.arrival).total_seconds() / 86400 + rng.uniform(5, 29))
+        ch.readmit(back, thoracic, "IMP", c.PECTUS_ELECTIVE_DX, priority=("EL", "elective"))
+        ch.discharge(_discharge_from(ch, back + timedelta(days=rng.uniform(1, 3))))
+        return
+    days = rng.uniform(0.5, 30.5) if after == "unplanned" else rng.uniform(32, 75)
+    back = floor_minute(end + timedelta(days=days))
+    why = rng.choice(c.PECTUS_READMISSION_DX)
+    priority = rng.choices((("EM", "emergency"), ("UR", "urgent"), None), weights=(0.5, 0.4, 0.1))[
+        0
+    ]
+    if ch.chance(0.3):  # back through the ED, admitted from there (a chain)
+        ch.readmit(back, ch.cfg.department("emergency"), "EMER", why)
+        ch.ward = (thoracic, "IMP")
+        ch.transfer(ch.after(back, 60, 300), why, priority=priority or ("EM", "emergency"))
+    else:
+        ch.readmit(back, thoracic, "IMP", why, priority=priority)
+    stay_end = _inpatient_end(ch, 2, 7, ch.start)
+    labs(ch, ch.after(ch.start, 20, 180), c.ADMISSION_LABS, end=stay_end)
+    ch.discharge(stay_end)
+
+
+#: The unit a haemoglobin result arrives in: (UCUM code, factor from g/L, decimals).
+HB_UNITS: Final = (
+    (("g/L", 1.0, 0), 0.70),
+    (("g/dL", 0.1, 1), 0.14),
+    (("mmol/L", 1 / 16.11, 2), 0.11),
+    (("mg", 1.0, 0), 0.05),  # a mis-mapped LIS unit: matches nothing
+)
+
+
+def _month_start(day: date, months_later: int) -> date:
+    k = day.year * 12 + day.month - 1 + months_later
+    return date(k // 12, k % 12 + 1, 1)
+
+
+def dialysis(ch: Chart) -> None:
+    """PIT-2026-03: dialysis patients followed for months, with a haemoglobin most months.
+
+    Haemodialysis patients are sampled at one or two sessions a month (the feed does
+    not carry every session), peritoneal-dialysis patients at their monthly clinic
+    visit; some months include a short nephrology admission. Results arrive in g/L,
+    g/dL, mmol/L, and now and then in a unit nothing converts.
+    """
+    rng = ch.rng
+    haemo = ch.chance(0.8)
+    level = rng.uniform(92, 126)  # the patient's usual haemoglobin, g/L
+    dx = rng.choice(c.ESRD_DX)
+    nephrology = ch.cfg.department("nephrology")
+    months = rng.randint(2, 5)
+    first_day = local_date(ch.arrival)
+    visits: list[tuple[datetime, bool]] = [(ch.arrival, False)]
+    for m in range(months):
+        month = _month_start(first_day, m)
+        days = (_month_start(month, 1) - month).days
+        count = (rng.randint(1, 2) if haemo else 1) - (1 if m == 0 else 0)
+        for _ in range(count):
+            day = month + timedelta(days=rng.randrange(days))
+            hour = rng.choice((7, 7, 12, 17)) if haemo else rng.randint(8, 15)
+            at = at_local(day, hour, rng.randrange(0, 30))
+            if at > ch.arrival + timedelta(days=1):
+                visits.append((at, ch.chance(0.08)))
+    visits.sort(key=lambda v: v[0])
+    hb_month: dict[tuple[int, int], int] = {}
+    previous_end: datetime | None = None
+    for at, admitted in visits:
+        if previous_end is not None:
+            if at <= previous_end + timedelta(hours=12):
+                continue
+            ch.readmit(at, nephrology, "IMP" if admitted else "AMB", dx)
+        else:
+            ch.admit(ch.admission_diagnosis(dx))
+        start = ch.start
+        session = ch.after(start, 10, 40) if not admitted else _daytime(ch, 1)
+        length = rng.choice((240.0, 240.0, 210.0)) if haemo or admitted else 20.0
+        if admitted:
+            end = _inpatient_end(ch, 3, 7, session)
+        else:
+            end = ch.after(session, length + 10, length + 40)
+        if ch.chance(0.96):  # the rest: the session charted without its procedure code
+            if haemo or admitted:
+                proc = ch.procedure(
+                    ch.icd9(c.HAEMODIALYSIS), start=session, end=session + minutes(length)
+                )
+            else:
+                proc = ch.procedure(ch.icd9(c.PERITONEAL_DIALYSIS), start=session)
+            ch.send(ch.after(session, length + 10, length + 120), proc)
+        key = (local_date(start).year, local_date(start).month)
+        wanted = 0.85 if key not in hb_month else 0.15  # a recheck after an EPO change
+        if ch.chance(wanted):
+            hb_month[key] = hb_month.get(key, 0) + 1
+            drawn = ch.after(session, -5, 5) if session > start + minutes(6) else session
+            value = max(55.0, min(160.0, rng.gauss(level, 9)))
+            (unit, factor, decimals) = rng.choices(
+                [u for u, _ in HB_UNITS], weights=[w for _, w in HB_UNITS]
+            )[0]
+            issued = ch.after(drawn, 40, 150) + timedelta(seconds=rng.randrange(60))
+            hb = ch.lab(c.HAEMOGLOBIN, value * factor, collected=drawn, issued=issued,
+                        unit=unit, scale=factor, decimals=decimals)  # fmt: skip
+            sent = ch.after(issued, 0, 10)
+            ch.send(sent, hb)
+            ch.maybe_withdraw(hb, sent)
+            if value < 100 and ch.chance(0.6):
+                epo_at = ch.after(session, 60, 200)
+                ch.send(ch.after(epo_at, 5, 60), ch.administration(c.EPOETIN, at=epo_at))
+        if admitted:
+            inpatient_care(ch, end, iv_p=0.6, vte_high_share=0.2)
+        ch.discharge(end)
+        previous_end = end
 
 
 @dataclass(frozen=True, slots=True)
@@ -855,16 +1173,27 @@ class PathwaySpec:
     ages: tuple[int, int, int]
     male_share: float
     settings: tuple[tuple[float, DepartmentRole, EncounterClass], ...]
+    #: Share of the inpatient settings that come through the ED first: an EMER visit,
+    #: then the ward stay ``partOf`` it (the pathway calls :meth:`Chart.transfer`).
+    via_ed: float = 0.0
 
 
 SPECS: Final[dict[Pathway, PathwaySpec]] = {
     "ed_minor": PathwaySpec(ed_minor, (1, 35, 90), 0.5, ((1.0, "emergency", "EMER"),)),
     "clinic": PathwaySpec(clinic, (18, 55, 88), 0.45, ((1.0, "general_medicine", "AMB"),)),
     "stemi": PathwaySpec(
-        stemi, (38, 63, 92), 0.75, ((0.65, "cardiology", "IMP"), (0.35, "emergency", "EMER"))
+        stemi,
+        (38, 63, 92),
+        0.75,
+        ((0.65, "cardiology", "IMP"), (0.35, "emergency", "EMER")),
+        via_ed=0.45,
     ),
     "stroke": PathwaySpec(
-        stroke, (40, 68, 94), 0.6, ((0.7, "neurology", "IMP"), (0.3, "emergency", "EMER"))
+        stroke,
+        (40, 68, 94),
+        0.6,
+        ((0.7, "neurology", "IMP"), (0.3, "emergency", "EMER")),
+        via_ed=0.4,
     ),
     "septic_shock": PathwaySpec(
         septic_shock,
@@ -888,4 +1217,14 @@ SPECS: Final[dict[Pathway, PathwaySpec]] = {
     ),
     "orthopaedics": PathwaySpec(orthopaedics, (10, 62, 95), 0.45, ((1.0, "orthopaedics", "IMP"),)),
     "psychiatry": PathwaySpec(psychiatry, (15, 35, 75), 0.48, ((1.0, "psychiatry", "IMP"),)),
+    "cardiac_arrest": PathwaySpec(
+        cardiac_arrest,
+        (25, 66, 95),
+        0.65,
+        ((0.55, "icu", "IMP"), (0.45, "emergency", "EMER")),
+        via_ed=0.7,
+    ),
+    "schizophrenia": PathwaySpec(schizophrenia, (16, 36, 70), 0.52, ((1.0, "psychiatry", "IMP"),)),
+    "chest_wall": PathwaySpec(chest_wall, (6, 15, 30), 0.8, ((1.0, "thoracic_surgery", "IMP"),)),
+    "dialysis": PathwaySpec(dialysis, (30, 62, 88), 0.58, ((1.0, "nephrology", "AMB"),)),
 }

@@ -30,6 +30,9 @@ from qcpulse.synth.people import Person, make_person
 from qcpulse.synth.send import Note, Send
 
 _POOL_SIZE = 5000
+#: Share of ED→ward chains whose ED visit reaches qcpulse after the ward stay (the ED
+#: system exports its visits in batches).
+LATE_ROOT_RATE = 0.3
 
 
 @dataclass(slots=True)
@@ -158,6 +161,10 @@ def generate(config: HospitalConfig, *, start: datetime, days: float, seed: int)
         _, role, encounter_class = rng.choices(
             spec.settings, weights=[w for w, _, _ in spec.settings]
         )[0]
+        ward = None
+        if spec.via_ed and encounter_class == "IMP" and rng.random() < spec.via_ed:
+            ward = (config.department(role), encounter_class)
+            role, encounter_class = "emergency", "EMER"
         chart = Chart(
             config=config,
             rng=rng,
@@ -167,6 +174,9 @@ def generate(config: HospitalConfig, *, start: datetime, days: float, seed: int)
             encounter_class=encounter_class,
             arrival=arrival.at,
         )
+        if ward is not None:
+            chart.ward = ward
+            chart.late_root = rng.random() < LATE_ROOT_RATE
         spec.run(chart)
         sends = chart.finish()
         patients.record(person, chart.discharged_at or sends[-1].at, chart.deceased)

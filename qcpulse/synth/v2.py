@@ -17,6 +17,10 @@ to be posted as FHIR after the messages:
 * a Condition or Procedure whose Encounter is not in the Bundle: an ``ADT^A08`` with
   a PV1 that holds only PV1-19 would rewrite the Encounter without class,
   department, discharge and status (the mapping inherits only ``period.start``);
+* an Encounter with ``partOf`` or ``priority``, or a discharge disposition outside
+  table 0112 (PV1-36 comes back as a v2-0112 code, so FHIR's ``exp`` would no
+  longer say the patient died); a MedicationRequest/Administration whose category
+  is more than the care setting (a ``discharge`` prescription);
 * a resource with a coding system that does not survive the trip (a vendor or
   qcpulse URI that would come back as ``…/CodeSystem/hl7v2/{name}``, a coding
   without system), more than two codings in one concept, a status, category,
@@ -75,6 +79,7 @@ __all__ = ["Rendered", "render_bundle", "v2_coding_system"]
 _SHANGHAI = ZoneInfo("Asia/Shanghai")
 _MED_REQUEST_SETTING = "http://terminology.hl7.org/CodeSystem/medicationrequest-category"
 _MED_ADMIN_SETTING = "http://terminology.hl7.org/CodeSystem/medication-admin-category"
+_SETTINGS = frozenset({"inpatient", "outpatient", "community"})
 
 #: FHIR system → its v2 name: the mapping's table inverted (the first name wins).
 _V2_NAMES: dict[str, str] = {}
@@ -460,10 +465,15 @@ class _Renderer:
             _need(department is not None)
             display = provider.get("display") if isinstance(provider, dict) else None
             values[10] = _comp(department or "", display if isinstance(display, str) else "")
+        # PV1-36 comes back in table 0112: a disposition in another system (FHIR's
+        # discharge-disposition, whose ``exp`` says the patient died) would not.
         disposition = (encounter.get("hospitalization") or {}).get("dischargeDisposition")
+        _need(all(c.get("system") == V2_TABLE + "0112" for c in _codings(disposition)))
         codes = [c.get("code") for c in _codings(disposition) if c.get("code")]
         if codes:
             values[36] = _esc(str(codes[0]))
+        # No PV1 field carries the encounter a visit is part of, or its priority.
+        _need("partOf" not in encounter and "priority" not in encounter)
         return event, [_segment("PV1", values)], patient
 
     def dg1(self, condition: JSON, n: int, visit: str, patient: str) -> str:
@@ -565,8 +575,15 @@ class _Renderer:
         return self.concept(routes[0] if routes else None)
 
     def setting_only(self, resource: JSON, system: str | None) -> None:
+        """Only a care-setting category, which the Encounter class already says (a
+        ``discharge`` prescription, 出院带药, is more than a setting)."""
         _need("reasonCode" not in resource and "reasonReference" not in resource)
-        _need(all(c.get("system") == system for c in _all_codings(resource.get("category"))))
+        _need(
+            all(
+                c.get("system") == system and c.get("code") in _SETTINGS
+                for c in _all_codings(resource.get("category"))
+            )
+        )
 
     def medication_request(self, request: JSON) -> list[str]:
         self.setting_only(request, _MED_REQUEST_SETTING)

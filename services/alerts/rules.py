@@ -59,7 +59,13 @@ from services.alerts.messages import CaseFacts, Subject, case_body, rate_body
 from services.alerts.models import AlertKind, RateReason, RateState, Resolution, WatchedCase
 from services.alerts.repository import WatchKey
 from services.alerts.service import NewAlert, new_id, raise_alert, resolve_alerts
-from services.indicators import RateStatus, catalogue_for, month_status
+from services.indicators import (
+    RateStatus,
+    catalogue_for,
+    month_status,
+    profiles_for,
+    reported_codes,
+)
 from shared.clinical import CaseStatus
 from shared.models import OutboxEvent
 from shared.runtime import Runtime
@@ -128,7 +134,19 @@ class Rules:
         self.runtime = runtime
         self.now = now
         self.catalogue = catalogue_for(runtime.settings.indicators_dir)
+        self.profiles = profiles_for(self.catalogue)
         self._department_names: dict[str, dict[str, str]] = {}
+        self._reported: dict[str, frozenset[str]] = {}
+
+    def reports(self, tenant_id: str, indicator: str) -> bool:
+        """Alerts only for the indicators of the tenant's catalogue year: a 2026 tenant
+        hears nothing from the 2025 definitions evaluated beside them."""
+        codes = self._reported.get(tenant_id)
+        if codes is None:
+            codes = self._reported[tenant_id] = reported_codes(
+                self.runtime, self.session, tenant_id
+            )
+        return indicator in codes
 
     # -- shared ---------------------------------------------------------------------
 
@@ -290,7 +308,9 @@ class Rules:
         defn = self.catalogue.get(indicator)
         if defn is None:
             return
-        status = month_status(self.session, tenant_id, defn, department, month)
+        status = month_status(
+            self.session, tenant_id, defn, department, month, profiles=self.profiles
+        )
         reasons = deviation_reasons(status)
         deviating = bool(reasons)
         state = repository.rate_state(self.session, tenant_id, indicator, department, month)
@@ -371,6 +391,8 @@ def process(session: Session, runtime: Runtime, events: Sequence[OutboxEvent]) -
         view.update(repository.watched_cases_of(session, event.tenant_id, fresh))
         seen |= fresh
         for change in changes:
+            if not rules.reports(event.tenant_id, change.indicator):
+                continue
             rules.on_change(event.tenant_id, change, view)
             if (
                 change.department is not None

@@ -337,6 +337,16 @@ class ValueOf(_Spec):
     value: ValueTest
 
 
+class RiseSpec(_Spec):
+    """The last value of a measurement exceeds the first by more than ``more_than``
+    (an ADL score at discharge above the one at admission)."""
+
+    of: FactSelector
+    unit: str = Field(min_length=1)
+    quantity: str | None = None
+    more_than: float = 0
+
+
 class Criterion(_KindFields):
     """A test on the episode; every part present must hold."""
 
@@ -350,6 +360,7 @@ class Criterion(_KindFields):
     count: CountSpec | None = None
     first: ValueOf | None = None
     last: ValueOf | None = None
+    rise: RiseSpec | None = None
     without: FactSelector | None = None
     any_of: list[Criterion] | None = None
 
@@ -366,6 +377,7 @@ class Criterion(_KindFields):
             self.count,
             self.first,
             self.last,
+            self.rise,
             self.without,
             self.any_of,
         )
@@ -663,6 +675,8 @@ class CriterionPlan:
     count: CountPlan | None = None
     first: tuple[SelectorPlan, ValuePlan] | None = None
     last: tuple[SelectorPlan, ValuePlan] | None = None
+    #: (measurement, unit, quantity, more than): last − first value.
+    rise: tuple[SelectorPlan, str, str | None, float] | None = None
     without: SelectorPlan | None = None
     any_of: tuple[CriterionPlan, ...] = ()
 
@@ -904,6 +918,13 @@ class _Compiler:
             not_longer_than=f.not_longer_than,
         )
 
+    def rise(
+        self, r: RiseSpec, path: str, scope: set[str]
+    ) -> tuple[SelectorPlan, str, str | None, float]:
+        if not units.is_known_unit(r.unit, r.quantity):
+            self.problem(f"{path}.unit", f"unknown unit {r.unit!r}")
+        return (self.selector(r.of, f"{path}.of", scope, None), r.unit, r.quantity, r.more_than)
+
     def value(self, v: ValueTest, path: str) -> ValuePlan:
         if not units.is_known_unit(v.unit, v.quantity):
             self.problem(f"{path}.unit", f"unknown unit {v.unit!r}")
@@ -950,6 +971,7 @@ class _Compiler:
             count=count,
             first=ends["first"],
             last=ends["last"],
+            rise=self.rise(c.rise, f"{path}.rise", scope) if c.rise is not None else None,
             without=self.selector(c.without, f"{path}.without", scope, None)
             if c.without is not None
             else None,

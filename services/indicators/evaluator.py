@@ -372,6 +372,17 @@ class _Ctx:
             )
         return len(seen)
 
+    def _rises(self, sel: SelectorPlan, unit: str, quantity: str | None, more: float) -> bool:
+        """Last − first converted value > ``more``; needs two timed values that convert."""
+        values = [
+            v
+            for f in self.select(sel)
+            if f.time is not None
+            and f.value is not None
+            and (v := units.convert(f.value, f.unit, unit, quantity)) is not None
+        ]
+        return len(values) >= 2 and values[-1] - values[0] > more
+
     def _end_value(self, end: tuple[SelectorPlan, ValuePlan], last: bool) -> bool:
         timed = [f for f in self.select(end[0]) if f.time is not None]
         if not timed:
@@ -406,6 +417,8 @@ class _Ctx:
         if c.first is not None and not self._end_value(c.first, last=False):
             return False
         if c.last is not None and not self._end_value(c.last, last=True):
+            return False
+        if c.rise is not None and not self._rises(*c.rise):
             return False
         if c.selector is not None and not self.exists(c.selector):
             return False
@@ -596,8 +609,9 @@ def _exposure_days(
     """Denominator cases of a ratio counted in days: one per local calendar day of the
     stay, or on which a device was in place (several devices on one day: one day).
     The day of arrival (insertion) counts, the day of discharge (removal) does not,
-    except that a span within one day counts that day. Days up to yesterday are
-    decided; today, while the span is open, is pending until midnight."""
+    except that a span within one day counts that day. A closed span is decided; an
+    open one is decided up to yesterday, and today (or its first day, when it starts
+    later) is pending until the next local midnight, when the timer moves it on."""
     ctx = _Ctx(ind, ep, idx, None)
     if not ctx.all_hold(ind.requires) or any(ctx.holds(c) for c in ind.exclusions):
         return []
@@ -615,15 +629,19 @@ def _exposure_days(
     one_day = timedelta(days=1)
     for start, end in spans:
         first = _local_date(start, tz)
-        closed = end is not None and end <= now
-        if closed:
-            assert end is not None
-            stop = max(_local_date(end, tz), first + one_day)
-        else:
-            stop = today + one_day
+        if end is not None:
+            # A closed span is decided whole, whatever the clock says.
+            day, stop = first, max(_local_date(end, tz), first + one_day)
+            while day < stop:
+                final[day] = True
+                day += one_day
+            continue
+        # An open span: decided up to yesterday; its last day so far — today, or its
+        # first day while that is still to come — waits for the next midnight.
+        last = max(today, first)
         day = first
-        while day < stop and day <= today:
-            final[day] = final.get(day, False) or closed or day < today
+        while day <= last:
+            final[day] = final.get(day, False) or day < last
             day += one_day
     return [
         Case(
@@ -975,6 +993,27 @@ class Catalogue:
 
     def __len__(self) -> int:
         return len(self._indicators)
+
+    def reported(self, year: str | None) -> frozenset[str]:
+        """Codes a tenant reporting catalogue ``year`` reports (None or ``all``: every
+        code). That year's definitions and those of no year; and a newer definition
+        when no definition of ``year`` stands for it — a 2025 tenant reports
+        PIT-2025-24 rather than PIT-2026-23, which ``supersedes`` it, but still the
+        2026 definitions of items 2025 did not change (they have no 2025 file). Older
+        years' definitions are not reported."""
+        if year is None or year == "all":
+            return frozenset(self._by_code)
+        of_year = {i.code for i in self._indicators if i.spec.effective_catalogue == year}
+        out: set[str] = set()
+        for ind in self._indicators:
+            spec = ind.spec
+            own = spec.effective_catalogue
+            newer_unreplaced = (
+                own is not None and own > year and not of_year.intersection(spec.supersedes)
+            )
+            if own in (None, year) or newer_unreplaced:
+                out.add(ind.code)
+        return frozenset(out)
 
     @property
     def patient_level(self) -> tuple[Indicator, ...]:

@@ -18,8 +18,12 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from services.indicators import manual
+from services.indicators.definitions import IndicatorDefinition
 from services.indicators.models import CaseRow, CounterRow, TargetRow
-from shared.errors import UnprocessableError
+from services.indicators.profiles import ProfileSet
+from shared.errors import InvalidInputError, UnprocessableError
+from shared.models import Tenant
 
 Granularity = Literal["day", "week", "month", "quarter", "year"]
 Unit = Literal["percent", "per_100", "per_1000", "per_10000"]
@@ -35,6 +39,18 @@ class IndicatorShape:
     unit: Unit
     direction: Literal["higher_is_better", "lower_is_better"]
     default_target: float | None
+    #: Values entered by month (``kind: manual``), not counted from cases; ``kind`` is
+    #: then the arithmetic, ``proportion`` or ``ratio`` (``manual.measure``).
+    manual: bool = False
+
+
+def shape_of(defn: IndicatorDefinition) -> IndicatorShape:
+    """The arithmetic of a definition; a manual one's kind is its ``manual.measure``."""
+    if defn.kind == "manual":
+        return IndicatorShape(
+            defn.code, manual.measure(defn), defn.unit, defn.direction, defn.target, manual=True
+        )
+    return IndicatorShape(defn.code, defn.kind, defn.unit, defn.direction, defn.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +97,70 @@ def check_range(start: date, end: date) -> None:
         raise UnprocessableError("the range may span at most 20 years")
 
 
-def target_for(session: Session, tenant_id: str, shape: IndicatorShape) -> float | None:
+@dataclass(frozen=True, slots=True)
+class Target:
+    value: float | None
+    #: Where it comes from: ``tenant`` (its own target), ``profile`` (a number of the
+    #: tenant's profile), ``previous_year`` (the profile says last year's rate),
+    #: ``definition``, or None when there is no target.
+    source: Literal["tenant", "profile", "previous_year", "definition"] | None
+
+
+def previous_year(day: date) -> date:
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - 1, day=28)
+
+
+def resolve_target(
+    session: Session,
+    tenant_id: str,
+    shape: IndicatorShape,
+    *,
+    profiles: ProfileSet | None = None,
+    period: tuple[date, date] | None = None,
+    departments: Sequence[str] | None = None,
+) -> Target:
+    """The tenant's own target, else its profile's entry, else the definition's. A
+    ``previous_year`` entry is the indicator's rate over ``period`` one year earlier
+    (for ``departments``); without a period, or without a rate last year, it falls
+    back to the entry's ``target`` (None when it has none)."""
     row = session.get(TargetRow, (tenant_id, shape.code))
-    return row.target if row is not None else shape.default_target
+    if row is not None:
+        return Target(row.target, "tenant")
+    tenant = session.get(Tenant, tenant_id) if profiles is not None else None
+    profile = profiles.get(tenant.target_profile) if profiles and tenant else None
+    entry = profile.entries.get(shape.code) if profile is not None else None
+    if entry is not None:
+        if not entry.previous_year:
+            return Target(entry.target, "profile")
+        last: float | None = None
+        if period is not None:
+            start, end = previous_year(period[0]), previous_year(period[1])
+            last = rate(shape, totals_for(session, tenant_id, shape, start, end, departments))
+        if last is not None:
+            return Target(last, "previous_year")
+        return Target(entry.target, "profile" if entry.target is not None else None)
+    if shape.default_target is not None:
+        return Target(shape.default_target, "definition")
+    return Target(None, None)
+
+
+def target_for(
+    session: Session,
+    tenant_id: str,
+    shape: IndicatorShape,
+    *,
+    profiles: ProfileSet | None = None,
+    period: tuple[date, date] | None = None,
+    departments: Sequence[str] | None = None,
+) -> float | None:
+    """The target in effect (see :func:`resolve_target`). Without ``profiles`` the
+    tenant's profile is not consulted: the tenant's own target, else the definition's."""
+    return resolve_target(
+        session, tenant_id, shape, profiles=profiles, period=period, departments=departments
+    ).value
 
 
 _SUMS = (
@@ -137,6 +214,48 @@ def totals(
     return total
 
 
+def manual_counts(shape: IndicatorShape, entry: manual.Entry) -> Counts:
+    """A manual value as counts: a proportion's denominator holds its numerator, a
+    ratio's denominator is a set of its own (see :func:`denominator`)."""
+    if shape.kind == "ratio":
+        return Counts(entry.numerator, entry.denominator)
+    return Counts(entry.numerator, entry.denominator - entry.numerator)
+
+
+def _manual_months(
+    session: Session,
+    tenant_id: str,
+    shape: IndicatorShape,
+    start: date,
+    end: date,
+    departments: Sequence[str] | None,
+) -> dict[date, Counts]:
+    """Each month touching [start, end] with a value, pooled (``manual.pooled``)."""
+    check_range(start, end)
+    months = manual.monthly(session, tenant_id, shape.code, start, end, departments)
+    return {
+        month: manual_counts(shape, manual.pooled(by_department, departments))
+        for month, by_department in months.items()
+    }
+
+
+def totals_for(
+    session: Session,
+    tenant_id: str,
+    shape: IndicatorShape,
+    start: date,
+    end: date,
+    departments: Sequence[str] | None = None,
+) -> Counts:
+    """:func:`totals`, or the sum of the months' values of a manual indicator."""
+    if not shape.manual:
+        return totals(session, tenant_id, shape.code, start, end, departments)
+    total = Counts()
+    for counts in _manual_months(session, tenant_id, shape, start, end, departments).values():
+        total = total + counts
+    return total
+
+
 def value(
     session: Session,
     tenant_id: str,
@@ -144,15 +263,34 @@ def value(
     start: date,
     end: date,
     departments: Sequence[str] | None = None,
+    *,
+    profiles: ProfileSet | None = None,
 ) -> dict[str, Any]:
-    total = totals(session, tenant_id, shape.code, start, end, departments)
-    return summarize(session, tenant_id, shape, total)
+    total = totals_for(session, tenant_id, shape, start, end, departments)
+    return summarize(
+        session,
+        tenant_id,
+        shape,
+        total,
+        profiles=profiles,
+        period=(start, end),
+        departments=departments,
+    )
 
 
 def summarize(
-    session: Session, tenant_id: str, shape: IndicatorShape, total: Counts
+    session: Session,
+    tenant_id: str,
+    shape: IndicatorShape,
+    total: Counts,
+    *,
+    profiles: ProfileSet | None = None,
+    period: tuple[date, date] | None = None,
+    departments: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    target = target_for(session, tenant_id, shape)
+    target = target_for(
+        session, tenant_id, shape, profiles=profiles, period=period, departments=departments
+    )
     r = rate(shape, total)
     return {
         "numerator": total.numerator,
@@ -217,21 +355,32 @@ def series(
     end: date,
     departments: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    # Summed per day, or per month when no bucket is shorter than a month.
-    if granularity in ("day", "week"):
-        keys: tuple[sa.ColumnElement[Any] | InstrumentedAttribute[Any], ...] = (CounterRow.day,)
-    else:
-        keys = (sa.extract("year", CounterRow.day), sa.extract("month", CounterRow.day))
     buckets: dict[date, Counts] = defaultdict(Counts)
-    for key_values, counts in _summed(
-        session, tenant_id, shape.code, start, end, departments, *keys
-    ):
-        if len(key_values) == 1:
-            day = key_values[0]
+    if shape.manual:
+        if granularity in ("day", "week"):
+            raise InvalidInputError(
+                f"'{shape.code}' is entered by month: use granularity month, quarter or year"
+            )
+        for month, counts in _manual_months(
+            session, tenant_id, shape, start, end, departments
+        ).items():
+            bucket = period_start(month, granularity)
+            buckets[bucket] = buckets[bucket] + counts
+    else:
+        # Summed per day, or per month when no bucket is shorter than a month.
+        if granularity in ("day", "week"):
+            keys: tuple[sa.ColumnElement[Any] | InstrumentedAttribute[Any], ...] = (CounterRow.day,)
         else:
-            day = date(int(key_values[0]), int(key_values[1]), 1)
-        bucket = period_start(day, granularity)
-        buckets[bucket] = buckets[bucket] + counts
+            keys = (sa.extract("year", CounterRow.day), sa.extract("month", CounterRow.day))
+        for key_values, counts in _summed(
+            session, tenant_id, shape.code, start, end, departments, *keys
+        ):
+            if len(key_values) == 1:
+                day = key_values[0]
+            else:
+                day = date(int(key_values[0]), int(key_values[1]), 1)
+            bucket = period_start(day, granularity)
+            buckets[bucket] = buckets[bucket] + counts
     total = Counts()
     for counts in buckets.values():
         total = total + counts
@@ -269,6 +418,16 @@ def breakdown(
     end: date,
     departments: Sequence[str] | None = None,
 ) -> dict[str, Counts]:
+    if shape.manual:
+        # Department entries only: the whole-hospital entry is no department's.
+        check_range(start, end)
+        by_department: dict[str, Counts] = defaultdict(Counts)
+        months = manual.monthly(session, tenant_id, shape.code, start, end, departments)
+        for entries in months.values():
+            for dept, entry in entries.items():
+                if dept != manual.HOSPITAL:
+                    by_department[dept] = by_department[dept] + manual_counts(shape, entry)
+        return dict(sorted(by_department.items()))
     rows = _summed(session, tenant_id, shape.code, start, end, departments, CounterRow.department)
     return {dept: counts for (dept,), counts in sorted(rows, key=lambda row: row[0])}
 
@@ -346,6 +505,7 @@ def cases(
                 "deadline": row.deadline.isoformat() if row.deadline else None,
                 "elapsed_minutes": elapsed,
                 "period_date": row.period_date.isoformat() if row.period_date else None,
+                "patient": f"Patient/{row.patient_id}" if row.patient_id else None,
             }
         )
     return out, (_encode_cursor(rows[-1]) if more and rows else None)

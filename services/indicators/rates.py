@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from services.indicators import queries
 from services.indicators.definitions import IndicatorDefinition
+from services.indicators.profiles import ProfileSet
 
 #: Months of history (the current one included) that set a p-chart's center line.
 BASELINE_MONTHS = 12
@@ -66,22 +67,36 @@ def _months_back(month: date, n: int) -> date:
 
 
 def month_status(
-    session: Session, tenant_id: str, defn: IndicatorDefinition, department: str, day: date
+    session: Session,
+    tenant_id: str,
+    defn: IndicatorDefinition,
+    department: str,
+    day: date,
+    *,
+    profiles: ProfileSet | None = None,
 ) -> RateStatus:
-    """The rate of the month that contains ``day`` for one department."""
-    shape = queries.IndicatorShape(defn.code, defn.kind, defn.unit, defn.direction, defn.target)
+    """The rate of the month that contains ``day`` for one department, against the
+    target in effect (tenant, else its profile — with ``profiles`` — else definition)."""
+    shape = queries.shape_of(defn)
     month = day.replace(day=1)
     month_end = queries.next_period(month, "month")
     baseline_start = _months_back(month, BASELINE_MONTHS - 1)
     last_day = month_end - timedelta(days=1)
-    current = queries.totals(session, tenant_id, defn.code, month, last_day, [department])
-    baseline = queries.totals(session, tenant_id, defn.code, baseline_start, last_day, [department])
+    current = queries.totals_for(session, tenant_id, shape, month, last_day, [department])
+    baseline = queries.totals_for(session, tenant_id, shape, baseline_start, last_day, [department])
     scale = queries.SCALE[defn.unit]
     n = queries.denominator(shape, current)
     base_den = queries.denominator(shape, baseline)
     center = baseline.numerator / base_den if base_den else None
     ucl, lcl = queries.control_limits(shape, center, n)
-    target = queries.target_for(session, tenant_id, shape)
+    target = queries.target_for(
+        session,
+        tenant_id,
+        shape,
+        profiles=profiles,
+        period=(month, last_day),
+        departments=[department],
+    )
     value = queries.rate(shape, current)
     return RateStatus(
         indicator=defn.code,

@@ -11,25 +11,37 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 import services.ingest as ingest
-from services.indicators import queries
+from services.indicators import manual, queries
 from services.indicators.definitions import IndicatorDefinition
 from services.indicators.measure_report import measure_report
 from services.indicators.models import CodeMapRow, TargetRow
+from services.indicators.profiles import ProfileSet, profile_json, profiles_for
 from services.indicators.valuesets import CodeMap
 from services.indicators.worker import catalogue_for
 from shared.auth import Principal
 from shared.bus import Topic, emit
-from shared.errors import ForbiddenError, NotFoundError, UnprocessableError
+from shared.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UnprocessableError,
+)
 from shared.http import JSONResponse, get_runtime, require
+from shared.models import Tenant
 from shared.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1")
 
 Reader = Annotated[Principal, Depends(require("api:read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
+#: Admins, and readers granted ``manual`` (``shared.auth.GRANTABLE``).
+ManualEditor = Annotated[Principal, Depends(require("manual"))]
+#: The catalogue years a tenant may report; a tenant that chose none reports the first.
+CATALOGUE_YEARS = ("2026", "2025")
 Format = Literal["json", "csv"]
 #: Rows in one CSV export of cases; beyond it the ``X-Next-Cursor`` header continues.
 CSV_EXPORT_LIMIT = 100_000
@@ -43,10 +55,14 @@ def definition(runtime: Runtime, code: str) -> IndicatorDefinition:
 
 
 def shape(defn: IndicatorDefinition) -> queries.IndicatorShape:
-    return queries.IndicatorShape(defn.code, defn.kind, defn.unit, defn.direction, defn.target)
+    return queries.shape_of(defn)
 
 
-def summary(defn: IndicatorDefinition, target: float | None) -> dict[str, Any]:
+def profiles(runtime: Runtime) -> ProfileSet:
+    return profiles_for(catalogue_for(runtime.settings.indicators_dir))
+
+
+def summary(defn: IndicatorDefinition, target: queries.Target) -> dict[str, Any]:
     out: dict[str, Any] = {
         "code": defn.code,
         "name": {"zh": defn.name.zh, "en": defn.name.en},
@@ -54,8 +70,13 @@ def summary(defn: IndicatorDefinition, target: float | None) -> dict[str, Any]:
         "direction": defn.direction,
         "unit": defn.unit,
         "kind": defn.kind,
-        "target": target,
+        "catalogue": defn.effective_catalogue,
+        "group": defn.effective_group,
+        "target": target.value,
+        "target_source": target.source,
         "source": defn.source,
+        "formula_source": defn.formula_source,
+        "supersedes": list(defn.supersedes),
         "version": defn.version,
     }
     if defn.window_minutes is not None:
@@ -104,15 +125,50 @@ From = Annotated[date | None, Query(alias="from", description="local date, inclu
 To = Annotated[date | None, Query(alias="to", description="local date, inclusive")]
 
 
+def year_to_date(runtime: Runtime, session: sa.orm.Session, tenant_id: str) -> tuple[date, date]:
+    """The period a summary's ``previous_year`` target compares: this year so far."""
+    today = local_today(runtime, session, tenant_id)
+    return today.replace(month=1, day=1), today
+
+
+def tenant_catalogue(session: sa.orm.Session, tenant_id: str) -> str:
+    tenant = session.get(Tenant, tenant_id)
+    return (tenant.catalogue if tenant else None) or CATALOGUE_YEARS[0]
+
+
 @router.get("/indicators")
-def list_indicators(request: Request, principal: Reader) -> JSONResponse:
+def list_indicators(
+    request: Request,
+    principal: Reader,
+    catalogue: Annotated[
+        Literal["2025", "2026", "all"] | None,
+        Query(description="a catalogue year, or all; default the tenant's year"),
+    ] = None,
+) -> JSONResponse:
+    """The tenant's catalogue year (and definitions of no year), or ``?catalogue=``."""
     runtime = get_runtime(request)
-    catalogue = catalogue_for(runtime.settings.indicators_dir)
+    loaded = catalogue_for(runtime.settings.indicators_dir)
+    definitions = loaded.definitions()
+    known = profiles(runtime)
     with runtime.read() as session:
+        year = catalogue or tenant_catalogue(session, principal.tenant_id)
+        reported = loaded.reported(year)
+        period = year_to_date(runtime, session, principal.tenant_id)
         return JSONResponse(
             [
-                summary(d, queries.target_for(session, principal.tenant_id, shape(d)))
-                for d in catalogue.definitions()
+                summary(
+                    d,
+                    queries.resolve_target(
+                        session,
+                        principal.tenant_id,
+                        shape(d),
+                        profiles=known,
+                        period=period,
+                        departments=allowed_departments(principal, None),
+                    ),
+                )
+                for d in definitions
+                if d.code in reported
             ]
         )
 
@@ -122,7 +178,14 @@ def get_indicator(code: str, request: Request, principal: Reader) -> JSONRespons
     runtime = get_runtime(request)
     defn = definition(runtime, code)
     with runtime.read() as session:
-        target = queries.target_for(session, principal.tenant_id, shape(defn))
+        target = queries.resolve_target(
+            session,
+            principal.tenant_id,
+            shape(defn),
+            profiles=profiles(runtime),
+            period=year_to_date(runtime, session, principal.tenant_id),
+            departments=allowed_departments(principal, None),
+        )
     return JSONResponse(
         {**summary(defn, target), "definition": defn.model_dump(mode="json", exclude_none=True)}
     )
@@ -148,6 +211,7 @@ def get_value(
             start,
             end,
             allowed_departments(principal, department),
+            profiles=profiles(runtime),
         )
     return JSONResponse(
         {
@@ -225,11 +289,20 @@ def get_breakdown(
             allowed_departments(principal, None),
         )
         names = ingest.department_names(session, principal.tenant_id)
+        known = profiles(runtime)
         rows = [
             {
                 "department": dept,
                 "department_name": names.get(dept),
-                **queries.summarize(session, principal.tenant_id, shape(defn), counts),
+                **queries.summarize(
+                    session,
+                    principal.tenant_id,
+                    shape(defn),
+                    counts,
+                    profiles=known,
+                    period=(start, end),
+                    departments=[dept],
+                ),
             }
             for dept, counts in by_department.items()
         ]
@@ -254,11 +327,19 @@ def get_cases(
     format: Format = "json",
 ) -> Response:
     """JSON pages of ``limit`` (default 100) cases; CSV is a whole export unless a
-    ``limit`` is given (up to ``CSV_EXPORT_LIMIT`` rows)."""
+    ``limit`` is given (up to ``CSV_EXPORT_LIMIT`` rows). A manual indicator has no
+    cases: an empty list."""
     runtime = get_runtime(request)
-    definition(runtime, code)
+    defn = definition(runtime, code)
     if limit is None:
         limit = CSV_EXPORT_LIMIT if format == "csv" else 100
+    if start and end:
+        queries.check_range(start, end)
+    if defn.kind == "manual":
+        allowed_departments(principal, department)
+        if format == "csv":
+            return csv_response([], f"{code}-cases.csv")
+        return JSONResponse({"code": code, "cases": [], "next_cursor": None})
     with runtime.read() as session:
         rows, next_cursor = queries.cases(
             session,
@@ -293,10 +374,10 @@ def get_measure_report(
     defn = definition(runtime, code)
     with runtime.read() as session:
         start, end = date_range(runtime, session, principal.tenant_id, start, end)
-        total = queries.totals(
+        total = queries.totals_for(
             session,
             principal.tenant_id,
-            code,
+            shape(defn),
             start,
             end,
             allowed_departments(principal, department),
@@ -422,3 +503,123 @@ def get_code_maps(request: Request, principal: Reader) -> JSONResponse:
             for r in rows
         ]
     )
+
+
+# -- manual indicators ---------------------------------------------------------------
+
+
+class ManualBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    numerator: int
+    denominator: int
+    #: A department code, or null for the whole hospital.
+    department: str | None = Field(default=None, max_length=64)
+    note: str = Field(default="", max_length=2000)
+
+
+@router.put("/indicators/{code}/manual/{month}")
+def put_manual(
+    code: str, month: str, body: ManualBody, request: Request, principal: ManualEditor
+) -> JSONResponse:
+    """Enter (or correct) one month's numerator and denominator; audited."""
+    runtime = get_runtime(request)
+    defn = definition(runtime, code)
+    first_day = manual.parse_month(month)
+    manual.check_entry(defn, body.numerator, body.denominator)
+    department = manual.check_department(principal, body.department)
+    now = runtime.clock.now()
+
+    def work(session: sa.orm.Session) -> dict[str, Any]:
+        row = manual.put_value(
+            session,
+            principal,
+            defn,
+            first_day,
+            department,
+            body.numerator,
+            body.denominator,
+            body.note,
+            now,
+        )
+        return manual.value_json(row)
+
+    return JSONResponse(runtime.write_tx(work))
+
+
+@router.get("/indicators/{code}/manual")
+def list_manual(
+    code: str,
+    request: Request,
+    principal: Reader,
+    start: Annotated[str | None, Query(alias="from", description="first month, YYYY-MM")] = None,
+    end: Annotated[str | None, Query(alias="to", description="last month, YYYY-MM")] = None,
+) -> JSONResponse:
+    """The entries of a manual indicator by month and department, with their audit
+    trails. A department-limited key sees its departments' entries only."""
+    runtime = get_runtime(request)
+    defn = definition(runtime, code)
+    if defn.kind != "manual":
+        raise ConflictError(f"indicator '{code}' is computed from events, not entered")
+    first = manual.parse_month(start) if start else None
+    last = manual.parse_month(end) if end else None
+    departments = sorted(principal.departments) if principal.departments is not None else None
+    with runtime.read() as session:
+        entries = manual.list_values(session, principal.tenant_id, code, departments, first, last)
+    return JSONResponse({"code": code, "entries": entries})
+
+
+# -- target profiles and the tenant's settings ---------------------------------------
+
+
+@router.get("/target-profiles")
+def list_target_profiles(request: Request, principal: Reader) -> JSONResponse:
+    known = profiles(get_runtime(request))
+    return JSONResponse([profile_json(p) for p in known.profiles.values()])
+
+
+def tenant_json(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "name": tenant.name,
+        "timezone": tenant.timezone,
+        "target_profile": tenant.target_profile,
+        "catalogue": tenant.catalogue or CATALOGUE_YEARS[0],
+    }
+
+
+@router.get("/tenant")
+def get_tenant(request: Request, principal: Reader) -> JSONResponse:
+    runtime = get_runtime(request)
+    with runtime.read() as session:
+        tenant = session.get(Tenant, principal.tenant_id)
+        if tenant is None:
+            raise NotFoundError(f"no tenant '{principal.tenant_id}'")
+        return JSONResponse(tenant_json(tenant))
+
+
+class TenantBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: A profile name (``GET /target-profiles``), or null for the national defaults.
+    target_profile: str | None = None
+    catalogue: Literal["2025", "2026"] | None = None
+
+
+@router.put("/tenant")
+def put_tenant(body: TenantBody, request: Request, principal: Admin) -> JSONResponse:
+    """Change the fields given; ``target_profile: null`` returns to the defaults."""
+    runtime = get_runtime(request)
+    given = body.model_fields_set
+    wanted = body.target_profile if "target_profile" in given else None
+    if wanted is not None and wanted not in profiles(runtime):
+        raise InvalidInputError(f"unknown target profile '{wanted}'")
+    with runtime.write() as session:
+        tenant = session.get(Tenant, principal.tenant_id)
+        if tenant is None:
+            raise NotFoundError(f"no tenant '{principal.tenant_id}'")
+        if "target_profile" in given:
+            tenant.target_profile = body.target_profile
+        if "catalogue" in given and body.catalogue is not None:
+            tenant.catalogue = body.catalogue
+        return JSONResponse(tenant_json(tenant))

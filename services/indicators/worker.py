@@ -16,7 +16,7 @@ from services.indicators.engine import CaseChange, Evaluator
 from services.indicators.evaluator import Catalogue
 from shared.bus import Handler, OutboxConsumer, Topic, WorkerThread, emit
 from shared.metrics import EVALUATION_SECONDS, EVENTS_PROCESSED
-from shared.models import OutboxEvent
+from shared.models import OutboxEvent, Tenant
 from shared.runtime import Runtime
 
 
@@ -24,6 +24,18 @@ from shared.runtime import Runtime
 def catalogue_for(indicators_dir: Path | None) -> Catalogue:
     """The shipped definitions, overridden by a deployment's directory. Loaded once."""
     return Catalogue.load(indicators_dir)
+
+
+#: The catalogue year a tenant that chose none reports.
+DEFAULT_CATALOGUE = "2026"
+
+
+def reported_codes(runtime: Runtime, session: Session, tenant_id: str) -> frozenset[str]:
+    """The indicator codes the tenant reports: its catalogue year's (``Catalogue.reported``).
+    Every definition is evaluated for every tenant; alerts and lists follow this set."""
+    tenant = session.get(Tenant, tenant_id)
+    year = (tenant.catalogue if tenant is not None else None) or DEFAULT_CATALOGUE
+    return catalogue_for(runtime.settings.indicators_dir).reported(year)
 
 
 def evaluator_for(runtime: Runtime) -> Evaluator:

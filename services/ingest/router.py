@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from services.ingest import service
+from services.ingest import quality, service
 from services.ingest.bundles import answer_if_unchanged, process_bundle
 from services.ingest.capability import capability_statement
 from services.ingest.service import IngestUnit, WriteResult
@@ -237,9 +237,11 @@ def data_quality(
     principal: Annotated[Principal, Depends(require("api:read"))],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
-    """Resources that did not reach an episode, and types stored but not mapped."""
+    """Resources that did not reach an episode, types stored but not mapped, and the
+    findings of :mod:`services.ingest.quality` (``limit`` caps every list)."""
     runtime = get_runtime(request)
     with runtime.read() as session:
         counts = service.unlinked_counts(session, principal.tenant_id)
         items = service.unlinked_resources(session, principal.tenant_id, limit)
-    return JSONResponse({**counts, "unlinked_resources": items})
+        found = quality.findings(session, principal.tenant_id, limit)
+    return JSONResponse({**counts, "unlinked_resources": items, **found})

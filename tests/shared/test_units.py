@@ -133,6 +133,8 @@ class TestMolar:
 
     def test_creatinine(self):
         assert convert(1, "mg/dL", "umol/L", "creatinine") == approx(10000 / 113.12, rel=1e-12)
+        # Serum phosphorus: 3.1 mg/dL is 1.00 mmol/L.
+        assert convert(3.1, "mg/dL", "mmol/L", "phosphate") == approx(31 / 30.97, rel=1e-12)
         assert convert(88.4, "umol/L", "mg/dL", "creatinine") == approx(1.0, rel=1e-4)
 
     def test_same_dimension_needs_no_molar_mass(self):
@@ -162,6 +164,7 @@ class TestMolar:
             "hemoglobin": 16110.0,
             "glucose": 180.16,
             "creatinine": 113.12,
+            "phosphate": 30.97,
         }
 
 

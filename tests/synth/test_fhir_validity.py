@@ -157,7 +157,7 @@ class TestEngineShape:
             if e.get("resource", {}).get("resourceType") == "Encounter"
         }
         assert encounters
-        assert all(re.fullmatch(r"H0001-enc-\d{6}", i) for i in encounters)
+        assert all(re.fullmatch(r"H0001-enc-\d{6}(-\d+)?", i) for i in encounters)
 
     def test_encounters_use_act_codes_and_name_their_department(self, sends):
         directory = next(s for s in sends if s.note == "directory")

@@ -40,7 +40,7 @@ MICROBIOLOGY = {"600-7", "630-4", "624-7", "6463-4"}
 
 @pytest.fixture(scope="module")
 def state():
-    return final_state(sample("medium", 4.0, 7))
+    return final_state(sample("medium", 4.0, 3))  # a sample that holds every branch
 
 
 @pytest.fixture(scope="module")

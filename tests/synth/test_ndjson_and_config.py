@@ -81,7 +81,10 @@ class TestConfig:
             ({"resend_rate": 1.5}, "rates"),
             ({"tenant": ""}, "tenant"),
             ({"mix": ()}, "mix"),
-            ({"departments": synth.DEFAULT_DEPARTMENTS[:-1]}, "radiology"),
+            (
+                {"departments": tuple(d for d in synth.DEFAULT_DEPARTMENTS if d.code != "RAD")},
+                "radiology",
+            ),
         ],
     )
     def test_rejects_impossible_hospitals(self, change, message):
@@ -106,3 +109,49 @@ class TestConfig:
         }  # fmt: skip
         for name in synth.__all__:
             assert hasattr(synth, name)
+
+
+def test_a_department_list_without_the_second_wave_roles_still_works():
+    old = tuple(d for d in synth.DEFAULT_DEPARTMENTS if d.code not in ("THOR", "NEPH"))
+    config = HospitalConfig(
+        arrivals_per_day=20, departments=old, mix=(("chest_wall", 1.0), ("dialysis", 1.0))
+    )
+    providers = {
+        e["resource"]["serviceProvider"]["reference"]
+        for s in generate(config, start=START, days=2, seed=1)
+        for e in s.bundle["entry"]
+        if e.get("resource", {}).get("resourceType") == "Encounter"
+    }
+    assert providers <= {"Organization/GS", "Organization/GM", "Organization/ED"}
+    assert {"Organization/GS", "Organization/GM"} <= providers
+
+
+def test_journeys_of_several_encounters():
+    config = HospitalConfig(
+        arrivals_per_day=30,
+        mix=(("stemi", 1.0), ("cardiac_arrest", 1.0), ("chest_wall", 1.0), ("dialysis", 1.0)),
+    )
+    encounters = {
+        e["resource"]["id"]: e["resource"]
+        for s in generate(config, start=START, days=10, seed=4)
+        for e in s.bundle["entry"]
+        if e.get("resource", {}).get("resourceType") == "Encounter"
+    }
+    chained = [r for r in encounters.values() if "partOf" in r]
+    assert len(chained) > 10
+    for r in chained:
+        parent = encounters[r["partOf"]["reference"].removeprefix("Encounter/")]
+        assert parent["class"]["code"] == "EMER"
+        assert r["class"]["code"] == "IMP"
+        assert parent["subject"] == r["subject"]
+        assert parent["period"]["end"] <= r["period"]["start"]
+    priorities = {
+        c["code"] for r in encounters.values() for c in r.get("priority", {}).get("coding", [])
+    }
+    assert {"EL", "EM", "UR"} <= priorities
+    dispositions = {
+        c["code"]
+        for r in encounters.values()
+        for c in r.get("hospitalization", {}).get("dischargeDisposition", {}).get("coding", [])
+    }
+    assert "exp" in dispositions

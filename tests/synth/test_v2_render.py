@@ -127,7 +127,13 @@ def view(resource: JSON) -> Any:
         status = status or "active"
         categories = frozenset(c for c in categories if c.code != "encounter-diagnosis")
     if rtype in ("MedicationRequest", "MedicationAdministration"):
-        categories = frozenset(c for c in categories if c.system not in SETTINGS)
+        # The care setting is lost (the Encounter class says it); a discharge
+        # prescription is not a setting and must survive.
+        categories = frozenset(
+            c
+            for c in categories
+            if c.system not in SETTINGS or c.code not in ("inpatient", "outpatient", "community")
+        )
     if rtype == "DiagnosticReport":
         categories = frozenset()  # compared as a subset in ``same``
     return (replace(fact, status=status, categories=()), categories, mf.encounter_id, mf.patient_id)

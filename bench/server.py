@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psutil
 
+from shared.secretbox import new_key as new_secret_key
+
 ADMIN_KEY = "bench-admin-secret-0123456789"
 TENANT = "H0001"
 
@@ -112,6 +114,10 @@ class Server:
             "QCPULSE_BOOTSTRAP_TENANT": TENANT,
             "QCPULSE_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
             "QCPULSE_LOG_LEVEL": "WARNING",
+            # serve needs a key for webhook secrets; a throwaway one per run.
+            "QCPULSE_SECRET_KEY": new_secret_key(),
+            # Benchmarks measure throughput: no per-key rate limit in the way.
+            "QCPULSE_RATE_LIMIT_PER_MINUTE": "0",
             **self.env,
         }
         code = "from qcpulse.cli import main; raise SystemExit(main())"

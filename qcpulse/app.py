@@ -52,6 +52,7 @@ def prepare(runtime: Runtime) -> None:
     before it answers. A bad definition file stops the start with its file and field."""
     indicators.catalogue_for(runtime.settings.indicators_dir)
     schema.migrate(runtime.engine)
+    alerts.seal_weak_secrets(runtime)  # clear rows from before 0009 (docs/API.md §7)
     settings = runtime.settings
     if settings.bootstrap_tenant and settings.bootstrap_admin_key:
         with runtime.write() as session:

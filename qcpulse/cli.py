@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from qcpulse.progress import Advance, progress_bar
@@ -23,8 +24,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from qcpulse.app import create_app
     from shared.logging import configure_logging
+    from shared.secretbox import SecretKeyError, require_secret_key
 
     settings = _settings()
+    if args.insecure_dev_key:
+        settings = settings.model_copy(update={"insecure_dev_key": True})
+    try:
+        require_secret_key(settings)
+    except SecretKeyError as exc:
+        print(f"qcpulse serve: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, json=settings.log_json)
     app = create_app(settings, role=args.role)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
@@ -54,7 +63,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         ensure_tenant(session, args.tenant, timezone=timezone)
         departments = args.departments.split(",") if args.departments else None
         row, secret = create_key(
-            session, args.tenant, Role(args.role), name=args.name, departments=departments
+            session,
+            args.tenant,
+            Role(args.role),
+            name=args.name,
+            departments=departments,
+            expires_at=args.expires_at,
         )
     runtime.close()
     print(secret)
@@ -62,17 +76,82 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aware(text: str) -> datetime:
+    """An ISO date-time with its UTC offset (``--expires-at``), in the future."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date-time: {text!r}") from exc
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("give the UTC offset, e.g. 2027-01-01T00:00+08:00")
+    if value <= datetime.now(UTC):
+        raise argparse.ArgumentTypeError("must be in the future")
+    return value.astimezone(UTC)
+
+
+def cmd_secret_key(args: argparse.Namespace) -> int:
+    from shared.secretbox import new_key
+
+    print(new_key())
+    return 0
+
+
+def cmd_rotate_secrets(args: argparse.Namespace) -> int:
+    from qcpulse.app import prepare
+    from services.alerts import reseal_all
+    from shared.runtime import Runtime
+    from shared.secretbox import SecretKeyError, secret_box
+
+    settings = _settings()
+    if not settings.secret_key:
+        print(
+            "qcpulse rotate-secrets: QCPULSE_SECRET_KEY is not set: there is no key to "
+            "seal with (`qcpulse secret-key` prints a new one)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        box = secret_box(settings)
+    except SecretKeyError as exc:
+        print(f"qcpulse rotate-secrets: {exc}", file=sys.stderr)
+        return 2
+    runtime = Runtime.from_settings(settings)
+    prepare(runtime)
+    report = reseal_all(runtime)
+    runtime.close()
+    print(
+        f"rotate-secrets: {report.rows} subscription secret(s), {report.resealed} re-sealed "
+        f"with key {box.current_id}, {len(report.failed)} could not be opened"
+    )
+    for sub_id in report.failed:
+        print(
+            f"  {sub_id}: sealed with a key that is not configured "
+            "(add it to QCPULSE_SECRET_KEY_PREVIOUS)",
+            file=sys.stderr,
+        )
+    return 1 if report.failed else 0
+
+
 def _progress(label: str) -> AbstractContextManager[Advance]:
     """A progress bar on a terminal; silent in CI and pipes."""
     return progress_bar(label)
 
 
+def _instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset")
+    return moment
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from qcpulse.app import prepare
     from services.indicators import verify
+    from shared.clock import FrozenClock
     from shared.runtime import Runtime
 
-    runtime = Runtime.from_settings(_settings())
+    clock = FrozenClock(args.at) if args.at is not None else None
+    runtime = Runtime.from_settings(_settings(), clock=clock)
     prepare(runtime)
     with _progress("verifying episodes") as advance:
         report = verify(runtime, progress=advance)
@@ -211,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="all: everything in one process (default); otherwise one service of the "
         "distributed mode (PostgreSQL + NATS)",
     )
+    serve.add_argument(
+        "--insecure-dev-key",
+        action="store_true",
+        help="run without QCPULSE_SECRET_KEY, sealing webhook secrets with the public "
+        "development key (development only)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
@@ -224,7 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="")
     create.add_argument("--departments", help="comma-separated departments a reader is limited to")
     create.add_argument("--timezone", help="time zone for a new tenant (default Asia/Shanghai)")
+    create.add_argument(
+        "--expires-at",
+        type=_aware,
+        help="ISO date-time with offset from which the key answers 401 (default: never)",
+    )
     create.set_defaults(func=cmd_keys_create)
+
+    secret_key = sub.add_parser("secret-key", help="print a new random QCPULSE_SECRET_KEY")
+    secret_key.set_defaults(func=cmd_secret_key)
+
+    rotate = sub.add_parser(
+        "rotate-secrets",
+        help="re-seal every webhook secret with QCPULSE_SECRET_KEY (old keys in "
+        "QCPULSE_SECRET_KEY_PREVIOUS); exit 1 if one could not be opened",
+    )
+    rotate.set_defaults(func=cmd_rotate_secrets)
 
     demo = sub.add_parser("demo", help="embedded server + simulated hospital + webhook sink")
     demo.add_argument("--host", default="127.0.0.1")
@@ -279,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser(
         "verify", help="check that the running counters equal a full recomputation (exit 1 if not)"
+    )
+    verify.add_argument(
+        "--at",
+        type=_instant,
+        help="decide as of this instant (ISO 8601 with offset), e.g. the clinical clock "
+        "a `qcpulse demo` stopped at; default: now",
     )
     verify.set_defaults(func=cmd_verify)
 

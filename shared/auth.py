@@ -10,10 +10,12 @@ import enum
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from shared.clock import utcnow
 from shared.errors import ForbiddenError, UnauthorizedError
 from shared.models import ApiKey, Tenant
 
@@ -25,12 +27,16 @@ class Role(enum.StrEnum):
 
 
 #: What each role may do. ``fhir:write`` is posting data; ``api:read`` the indicator
-#: and alert API; ``admin`` keys, subscriptions, targets and code maps.
+#: and alert API; ``admin`` keys, subscriptions, targets and code maps; ``manual``
+#: entering the monthly values of manual indicators.
 PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.INGEST: frozenset({"fhir:write", "fhir:read"}),
     Role.READER: frozenset({"fhir:read", "api:read"}),
-    Role.ADMIN: frozenset({"fhir:write", "fhir:read", "api:read", "admin"}),
+    Role.ADMIN: frozenset({"fhir:write", "fhir:read", "api:read", "admin", "manual"}),
 }
+
+#: Permissions a key may be granted beyond its role's, and the roles that may hold them.
+GRANTABLE: dict[str, frozenset[Role]] = {"manual": frozenset({Role.READER, Role.ADMIN})}
 
 KEY_PREFIX = "qcp_"
 
@@ -42,9 +48,14 @@ class Principal:
     key_id: str
     #: Departments a reader is limited to; None means all.
     departments: frozenset[str] | None = None
+    #: Permissions granted to this key beyond its role's (``GRANTABLE``).
+    granted: frozenset[str] = frozenset()
+
+    def may(self, permission: str) -> bool:
+        return permission in PERMISSIONS[self.role] or permission in self.granted
 
     def require(self, permission: str) -> None:
-        if permission not in PERMISSIONS[self.role]:
+        if not self.may(permission):
             raise ForbiddenError(f"role '{self.role}' may not do '{permission}'")
 
 
@@ -63,11 +74,18 @@ def create_key(
     *,
     name: str = "",
     departments: list[str] | None = None,
+    permissions: list[str] | None = None,
     key: str | None = None,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key (or register the given secret) and return the row and the secret."""
+    """Create a key (or register the given secret) and return the row and the secret.
+    ``permissions`` are granted beyond the role's; each must be one the role may hold
+    (``GRANTABLE``), else ValueError."""
     if session.get(Tenant, tenant_id) is None:
         raise ForbiddenError(f"unknown tenant '{tenant_id}'")
+    for permission in permissions or ():
+        if role not in GRANTABLE.get(permission, frozenset()):
+            raise ValueError(f"a key of role '{role}' cannot be granted '{permission}'")
     secret = key or new_key()
     row = ApiKey(
         id=secrets.token_hex(8),
@@ -76,6 +94,8 @@ def create_key(
         name=name,
         key_hash=hash_key(secret),
         departments=departments,
+        permissions=sorted(set(permissions)) if permissions else None,
+        expires_at=expires_at,
     )
     session.add(row)
     session.flush()
@@ -84,12 +104,21 @@ def create_key(
 
 # Every request looks its key up (revocation takes effect at once): one Core
 # statement built once, not an ORM entity query.
-_KEY_LOOKUP = sa.select(ApiKey.tenant_id, ApiKey.role, ApiKey.id, ApiKey.departments).where(
-    ApiKey.key_hash == sa.bindparam("key_hash"), ApiKey.revoked_at.is_(None)
-)
+_KEY_LOOKUP = sa.select(
+    ApiKey.tenant_id,
+    ApiKey.role,
+    ApiKey.id,
+    ApiKey.departments,
+    ApiKey.permissions,
+    ApiKey.expires_at,
+).where(ApiKey.key_hash == sa.bindparam("key_hash"), ApiKey.revoked_at.is_(None))
 
 
-def authenticate(session: Session, authorization: str | None) -> Principal:
+def authenticate(
+    session: Session, authorization: str | None, *, now: datetime | None = None
+) -> Principal:
+    """The key's principal. An expired key (``expires_at`` ≤ ``now``: the runtime's
+    clock, else the wall clock) is refused like a revoked one."""
     if not authorization:
         raise UnauthorizedError("missing Authorization: Bearer <key>")
     scheme, _, token = authorization.partition(" ")
@@ -102,12 +131,15 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     )
     if row is None:
         raise UnauthorizedError("invalid or revoked API key")
-    tenant_id, role, key_id, departments = row
+    tenant_id, role, key_id, departments, permissions, expires_at = row
+    if expires_at is not None and (now or utcnow()) >= expires_at:
+        raise UnauthorizedError("API key expired")
     return Principal(
         tenant_id=tenant_id,
         role=Role(role),
         key_id=key_id,
         departments=frozenset(departments) if departments is not None else None,
+        granted=frozenset(permissions or ()),
     )
 
 

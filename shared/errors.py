@@ -25,6 +25,7 @@ IssueCode = Literal[
     "too-costly",
     "exception",
     "conflict",
+    "throttled",
 ]
 
 
@@ -122,6 +123,17 @@ class UnsupportedMediaTypeError(AppError):
     status_code = 415
     title = "Unsupported media type"
     issue_code = "not-supported"
+
+
+class TooManyRequestsError(AppError):
+    status_code = 429
+    title = "Too many requests"
+    issue_code = "throttled"
+
+    def __init__(self, detail: str, *, retry_after: str) -> None:
+        super().__init__(detail)
+        #: The ``Retry-After`` header: whole seconds.
+        self.retry_after = retry_after
 
 
 class InternalError(AppError):

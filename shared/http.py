@@ -14,7 +14,15 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.auth import Principal, authenticate
-from shared.errors import AppError, InternalError, Issue, IssueCode, UnprocessableError
+from shared.errors import (
+    AppError,
+    InternalError,
+    Issue,
+    IssueCode,
+    TooManyRequestsError,
+    UnprocessableError,
+)
+from shared.ratelimit import retry_after_header
 from shared.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -40,12 +48,21 @@ def get_runtime(request: Request) -> Runtime:
 
 
 def require(permission: str) -> Callable[[Request], Principal]:
-    """A dependency: the caller's key, checked for ``permission``."""
+    """A dependency: the caller's key (not expired, within its rate limit), checked for
+    ``permission``."""
 
     def dependency(request: Request) -> Principal:
         runtime = get_runtime(request)
+        now = runtime.clock.now()
         with runtime.read() as session:
-            principal = authenticate(session, request.headers.get("authorization"))
+            principal = authenticate(session, request.headers.get("authorization"), now=now)
+        wait = runtime.rate_limiter.take(principal.key_id, now)
+        if wait is not None:
+            limit = runtime.settings.rate_limit_per_minute
+            raise TooManyRequestsError(
+                f"rate limit of {limit} requests per minute for this key exceeded",
+                retry_after=retry_after_header(wait),
+            )
         principal.require(permission)
         request.state.principal = principal
         return principal
@@ -59,6 +76,8 @@ def is_fhir_path(request: Request) -> bool:
 
 def render_error(request: Request, error: AppError) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if error.status_code == 401 else None
+    if isinstance(error, TooManyRequestsError):
+        headers = {"Retry-After": error.retry_after}
     if is_fhir_path(request):
         return FHIRResponse(
             error.operation_outcome(), status_code=error.status_code, headers=headers

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from shared.auth import Principal, Role, create_key
+from shared.errors import UnprocessableError
 from shared.http import JSONResponse, get_runtime, require
+from shared.models import ApiKey
 
 router = APIRouter(prefix="/api/v1")
 
@@ -21,11 +25,41 @@ class KeyCreate(BaseModel):
     #: Departments a reader is limited to; omit for all. An empty list is refused:
     #: it would read as "no limit" to a careless client.
     departments: list[str] | None = Field(default=None, min_length=1)
+    #: Permissions beyond the role's: ``["manual"]`` lets a reader enter manual values.
+    permissions: list[Literal["manual"]] | None = None
+    #: From this moment on the key answers 401; it must be in the future and carry a
+    #: UTC offset. Omit for a key that never expires.
+    expires_at: AwareDatetime | None = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def key_json(row: ApiKey, now: datetime) -> dict[str, Any]:
+    """A key as listed: never its secret nor its hash."""
+    return {
+        "id": row.id,
+        "role": row.role,
+        "tenant": row.tenant_id,
+        "name": row.name,
+        "departments": row.departments,
+        "permissions": row.permissions or [],
+        "created_at": _iso(row.created_at),
+        "expires_at": _iso(row.expires_at),
+        "expired": row.expires_at is not None and now >= row.expires_at,
+        "revoked_at": _iso(row.revoked_at),
+    }
 
 
 @router.post("/keys", status_code=201)
 def create(body: KeyCreate, request: Request, principal: Admin) -> JSONResponse:
     runtime = get_runtime(request)
+    if body.permissions and body.role == "ingest":
+        raise UnprocessableError("an ingest key cannot be granted 'manual'")
+    now = runtime.clock.now()
+    if body.expires_at is not None and body.expires_at <= now:
+        raise UnprocessableError("expires_at: must be in the future")
     with runtime.write() as session:
         row, secret = create_key(
             session,
@@ -33,6 +67,8 @@ def create(body: KeyCreate, request: Request, principal: Admin) -> JSONResponse:
             Role(body.role),
             name=body.name,
             departments=body.departments,
+            permissions=list(body.permissions or ()),
+            expires_at=body.expires_at.astimezone(UTC) if body.expires_at else None,
         )
     return JSONResponse(
         {
@@ -42,6 +78,22 @@ def create(body: KeyCreate, request: Request, principal: Admin) -> JSONResponse:
             "tenant": row.tenant_id,
             "name": row.name,
             "departments": row.departments,
+            "permissions": row.permissions or [],
+            "expires_at": _iso(row.expires_at),
         },
         status_code=201,
     )
+
+
+@router.get("/keys")
+def list_keys(request: Request, principal: Admin) -> JSONResponse:
+    """The tenant's keys, oldest first, revoked and expired ones included."""
+    runtime = get_runtime(request)
+    now = runtime.clock.now()
+    with runtime.read() as session:
+        rows = session.scalars(
+            sa.select(ApiKey)
+            .where(ApiKey.tenant_id == principal.tenant_id)
+            .order_by(ApiKey.created_at, ApiKey.id)
+        ).all()
+        return JSONResponse({"keys": [key_json(row, now) for row in rows]})

@@ -19,6 +19,10 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(sa.String(200))
     timezone: Mapped[str] = mapped_column(sa.String(64), default="Asia/Shanghai")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The named target profile (``services/indicators/profiles/``); None: national defaults.
+    target_profile: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    #: The catalogue year the tenant reports (``"2026"``); None: the current default.
+    catalogue: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
 
 
 class ApiKey(Base):
@@ -31,8 +35,12 @@ class ApiKey(Base):
     #: SHA-256 of the whole key. Keys are 256-bit random, so a slow hash adds nothing.
     key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     departments: Mapped[list[str] | None] = mapped_column(JSONDoc, nullable=True)
+    #: Permissions beyond the role's (``["manual"]``: a reader who enters manual values).
+    permissions: Mapped[list[str] | None] = mapped_column(JSONDoc, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: The key answers 401 from this moment on; None: never expires.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class OutboxEvent(Base):

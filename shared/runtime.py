@@ -22,6 +22,7 @@ from shared.bus import Notifier, bind_notifier
 from shared.clock import Clock, SystemClock
 from shared.db import create_engine_for, make_session_factory, transaction
 from shared.models import Tenant
+from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -51,6 +52,10 @@ class Runtime:
         self.read_factory: sessionmaker[Session] = make_session_factory(self.engine, readonly=True)
         bind_notifier(self.write_factory, self.notifier)
         self._zones: dict[str, ZoneInfo] = {}
+        #: Per-key request rate limits (``shared/ratelimit.py``): this process's buckets.
+        self.rate_limiter = RateLimiter(
+            self.settings.rate_limit_per_minute, self.settings.rate_limit_burst
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:

@@ -15,7 +15,10 @@ Role = Literal["all", "ingest", "indicators", "alerts"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="QCPULSE_", env_file=None, extra="ignore")
+    #: Errors never echo values: a malformed key must not reach a log or a terminal.
+    model_config = SettingsConfigDict(
+        env_prefix="QCPULSE_", env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     #: ``sqlite:///path`` or ``postgresql://user@host/db``; drivers are chosen for you.
     database_url: str = "sqlite:///./qcpulse.db"
@@ -50,7 +53,22 @@ class Settings(BaseSettings):
     webhook_max_age: timedelta = timedelta(hours=26)
     webhook_concurrency: int = Field(default=16, gt=0)
     #: Allow webhook URLs on loopback/private addresses (tests, demos, on-premises sinks).
+    #: Link-local, cloud metadata, multicast, unspecified, broadcast and reserved
+    #: addresses are refused whatever this says (``services/alerts/targets.py``).
     webhook_allow_private: bool = True
+
+    #: Secrets at rest (``shared/secretbox.py``): 32 random bytes, base64url. Required
+    #: by ``qcpulse serve`` unless ``insecure_dev_key``.
+    secret_key: SecretStr | None = None
+    #: Older keys, comma-separated, that still open rows until ``qcpulse rotate-secrets``.
+    secret_key_previous: SecretStr | None = None
+    #: Let ``serve`` run without a key, with the fixed (public) development key.
+    insecure_dev_key: bool = False
+
+    #: Requests per minute per API key (a token bucket per key and process); 0: no limit.
+    rate_limit_per_minute: int = Field(default=6000, ge=0)
+    #: The bucket's size (the burst a quiet key may send at once); unset: one minute's worth.
+    rate_limit_burst: int | None = Field(default=None, gt=0)
 
     #: HL7 v2 over MLLP (docs/HL7V2.md): off unless a port is set.
     mllp_port: int | None = Field(default=None, ge=0, le=65535)
@@ -80,6 +98,18 @@ class Settings(BaseSettings):
         if self.mllp_tls_ca is not None and self.mllp_tls_cert is None:
             raise ValueError("QCPULSE_MLLP_TLS_CA needs QCPULSE_MLLP_TLS_CERT and _KEY")
         return self
+
+    @field_validator("secret_key", "secret_key_previous")
+    @classmethod
+    def _valid_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        from shared.secretbox import parse_key
+
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for key in value.get_secret_value().split(","):
+            if key.strip():
+                parse_key(key)
+        return value
 
     @field_validator("default_timezone")
     @classmethod

@@ -38,6 +38,8 @@ _QUANTITY: dict[str, tuple[Fraction, str]] = {
     "hemoglobin": (F("16110"), "g/L"),
     "glucose": (F("180.16"), "mmol/L"),
     "creatinine": (F("113.12"), "umol/L"),
+    # Inorganic phosphorus: results in mg/dL (LOINC 2777-1) convert to mmol/L.
+    "phosphate": (F("30.97"), "mmol/L"),
 }
 #: Quantity name → molar mass in g/mol.
 QUANTITIES: dict[str, float] = {name: float(mass) for name, (mass, _) in _QUANTITY.items()}
@@ -88,7 +90,7 @@ _DIMENSIONS: dict[str, dict[str, Fraction]] = {
         "mo": F(2629800),  # UCUM: mean Julian month, 30.4375 d
         "a": F(31557600),  # UCUM: mean Julian year, 365.25 d
     },
-    "dimensionless": {"1": F(1), "%": F(1, 100), "L/L": F(1)},
+    "dimensionless": {"1": F(1), "{#}": F(1), "%": F(1, 100), "L/L": F(1)},
     "frequency": {"/s": F(1), "/min": F(1, 60), "{beats}/min": F(1, 60), "/h": F(1, 3600)},
     "pressure": {
         "Pa": F(1),

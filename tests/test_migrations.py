@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -33,5 +34,49 @@ def test_0005_names_departments_from_stored_episodes(tmp_path):
         assert sorted(rows, key=str) == sorted(
             [("H1", "ED", "急诊科"), ("H1", "ICU", None), ("H2", "ED", "Emergency")], key=str
         )
+    finally:
+        engine.dispose()
+
+
+def test_0009_keeps_clear_secrets_readable_and_keys_without_expiry(tmp_path):
+    """0009 encrypts nothing (it has no key): clear secrets stay as they were, readable,
+    until a start with QCPULSE_SECRET_KEY seals them (tests/alerts/test_secrets_at_rest)."""
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'upgrade.db'}")
+    try:
+        schema.migrate(engine, "0008")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tenants (id, name, timezone, created_at)"
+                    " VALUES ('H1', 'h', 'UTC', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO api_keys (id, tenant_id, role, name, key_hash, created_at)"
+                    " VALUES ('k1', 'H1', 'admin', '', 'abc', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alert_subscriptions (id, tenant_id, url, secret, events,"
+                    " indicators, departments, description, enabled, created_at, updated_at)"
+                    " VALUES ('sub_1', 'H1', 'http://x', 'whsec_clear', '[\"*\"]', '[\"*\"]',"
+                    " '[\"*\"]', '', 1, '2026-01-01', '2026-01-01')"
+                )
+            )
+        schema.migrate(engine)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT secret FROM alert_subscriptions")).scalar() == (
+                "whsec_clear"
+            )
+            assert conn.execute(sa.text("SELECT expires_at FROM api_keys")).scalar() is None
+        columns = {c["name"]: c for c in sa.inspect(engine).get_columns("alert_subscriptions")}
+        assert columns["secret"]["type"].length == 400
+        config = schema.alembic_config(engine)  # and back
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0008")
+        assert "expires_at" not in {c["name"] for c in sa.inspect(engine).get_columns("api_keys")}
     finally:
         engine.dispose()

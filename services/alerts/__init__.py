@@ -5,6 +5,15 @@ Other packages may import only what is listed here.
 """
 
 from services.alerts.router import router
+from services.alerts.sealing import ResealReport, reseal_all, seal_weak_secrets
 from services.alerts.worker import handlers, loops, start_workers
 
-__all__ = ["handlers", "loops", "router", "start_workers"]
+__all__ = [
+    "ResealReport",
+    "handlers",
+    "loops",
+    "reseal_all",
+    "router",
+    "seal_weak_secrets",
+    "start_workers",
+]

@@ -27,6 +27,12 @@ Decisions:
   ``Retry-After`` (capped at 6 h). Retries stop at ``webhook_max_age`` (26 h) after
   the delivery was queued: the last retry is clamped to that moment, so the schedule
   always reaches ≥ 24 h; if it fails too, the delivery is dead-lettered.
+* The receiver's address is checked after DNS resolution and the socket goes to the
+  checked address (``services/alerts/targets.py``); a refused address is permanent.
+  The secret is opened (``shared/secretbox.py``) when the attempt is claimed; one that
+  does not open (its key is not configured) fails the attempt, which is retried, so
+  adding the key to ``QCPULSE_SECRET_KEY_PREVIOUS`` heals it. Neither the secret nor
+  the signature is ever logged; :class:`Job` hides the secret from its ``repr``.
 * Concurrency: a pool of ``webhook_concurrency`` senders; at most a quarter of them
   (at least one) may be busy with one subscription, so a receiver that hangs until
   the timeout never delays the others.
@@ -41,7 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -57,10 +63,12 @@ from services.alerts.models import (
     DeliveryStatus,
     Subscription,
 )
-from services.alerts.service import DELIVERIES_TOPIC, disable_subscription
+from services.alerts.service import DELIVERIES_TOPIC, disable_subscription, secret_context
+from services.alerts.targets import Guard, GuardedTransport, Resolver, TargetRefusedError
 from shared.db import is_postgres
 from shared.metrics import WEBHOOK_ATTEMPTS
 from shared.runtime import Runtime
+from shared.secretbox import SecretKeyError, secret_box
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -83,9 +91,12 @@ class Job:
     attempt_id: int
     subscription_id: str
     url: str
-    secret: str
+    #: The clear signing secret; None when it could not be opened (see ``problem``).
+    secret: str | None = field(repr=False)
     webhook_id: str
     body: str
+    #: Why this attempt cannot be sent (the secret does not open).
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,12 +151,17 @@ def signed_headers(secret: str, webhook_id: str, body: str, at: datetime) -> dic
     }
 
 
-def make_client(settings: Settings) -> httpx.Client:
+def make_client(settings: Settings, *, resolver: Resolver | None = None) -> httpx.Client:
+    """The delivery client: no redirects, no proxies from the environment, and every
+    connection through the address guard (``resolver`` is for tests)."""
     size = settings.webhook_concurrency
+    limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+    guard = Guard(allow_private=settings.webhook_allow_private, resolver=resolver)
     return httpx.Client(
         timeout=httpx.Timeout(settings.webhook_timeout.total_seconds()),
         follow_redirects=False,
-        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        trust_env=False,
+        transport=GuardedTransport(guard, limits=limits),
         headers={"user-agent": USER_AGENT},
     )
 
@@ -169,6 +185,8 @@ def _describe(response: httpx.Response) -> str:
 
 def send(client: httpx.Client, job: Job) -> Result:
     """One attempt. Never raises: every failure becomes a :class:`Result`."""
+    if job.secret is None:
+        return Result(None, 0.0, error=_clip(job.problem or "no signing secret"))
     # The wall clock, not runtime.clock: receivers reject timestamps more than 5 min off.
     at = datetime.fromtimestamp(int(time.time()), UTC)
     headers = signed_headers(job.secret, job.webhook_id, job.body, at)
@@ -187,6 +205,8 @@ def send(client: httpx.Client, job: Job) -> Result:
                 error=_clip(_describe(response)),
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
+    except TargetRefusedError as exc:
+        return Result(None, elapsed(), error=_clip(f"receiver refused: {exc}"), permanent=True)
     except httpx.TimeoutException as exc:
         return Result(None, elapsed(), error=_clip(f"timeout ({type(exc).__name__}): {exc}"))
     except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
@@ -205,6 +225,7 @@ def claim(
     subscription (counting ``in_flight``, what this process already sends)."""
     busy = dict(in_flight or {})
     cap = per_subscription or limit
+    box = secret_box(runtime.settings)
     with runtime.read() as session:  # look before taking the write lock (SQLite)
         if not repository.has_due_deliveries(session, runtime.clock.now()):
             return []
@@ -242,15 +263,22 @@ def claim(
             session.add(attempt)
             session.flush()
             taken[sub.id] += 1
+            secret: str | None
+            problem = None
+            try:
+                secret = box.open(sub.secret, secret_context(sub.id))
+            except SecretKeyError as exc:
+                secret, problem = None, f"the subscription's secret cannot be opened: {exc}"
             jobs.append(
                 Job(
                     delivery.id,
                     attempt.id,
                     sub.id,
                     sub.url,
-                    sub.secret,
+                    secret,
                     delivery.webhook_id,
                     delivery.body,
+                    problem,
                 )
             )
         return jobs

@@ -100,8 +100,10 @@ class Subscription(Base):
     id: Mapped[str] = mapped_column(_ID, primary_key=True)
     tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id"))
     url: Mapped[str] = mapped_column(sa.String(2000))
-    #: ``whsec_`` + base64 key. Kept readable because every delivery is signed with it.
-    secret: Mapped[str] = mapped_column(sa.String(100))
+    #: The ``whsec_`` signing secret, sealed (``qcenc:v1:<key id>:…``, AES-GCM under
+    #: ``QCPULSE_SECRET_KEY``; ``shared/secretbox.py``). Rows written before migration
+    #: 0009 hold it in clear until the next start or ``qcpulse rotate-secrets`` seals it.
+    secret: Mapped[str] = mapped_column(sa.String(400))
     #: Alert kinds, indicator codes, department codes; ``["*"]`` means all.
     events: Mapped[list[str]] = mapped_column(JSONDoc)
     indicators: Mapped[list[str]] = mapped_column(JSONDoc)

@@ -17,24 +17,27 @@ Decisions (see also :mod:`services.alerts.rules` and :mod:`services.alerts.deliv
   re-enabling.
 * ``POST …/test`` queues a ``ping`` through the same durable queue as alerts (signed,
   retried) and answers 202 with the delivery; its result shows in ``…/deliveries``.
-* A subscription secret is stored as is: it must sign every delivery. It is shown once.
+* A subscription secret must sign every delivery, so it is encrypted, not hashed:
+  AES-GCM under ``QCPULSE_SECRET_KEY`` (``shared/secretbox.py``), sealed to its row
+  (:func:`secret_context`). It is shown once, at creation, and never logged.
+* Receivers on link-local, metadata, multicast, unspecified or broadcast addresses,
+  and (unless ``webhook_allow_private``) loopback and private ones, answer ``400``
+  (``services/alerts/targets.py``); the delivery checks again after resolving.
 """
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy.orm import Session
 
-from services.alerts import repository
+from services.alerts import repository, targets
 from services.alerts.messages import ping_body
 from services.alerts.models import (
     PING,
@@ -57,8 +60,15 @@ from services.alerts.schemas import (
 from services.indicators import Catalogue
 from shared.auth import Principal
 from shared.bus import wake_after_commit
-from shared.errors import ConflictError, ForbiddenError, NotFoundError, UnprocessableError
+from shared.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UnprocessableError,
+)
 from shared.metrics import ALERTS_RAISED
+from shared.secretbox import secret_box
 from shared.settings import Settings
 
 #: Woken when a delivery row commits: the delivery loop sends at once instead of polling.
@@ -73,6 +83,11 @@ def new_id(prefix: str) -> str:
 
 def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def secret_context(subscription_id: str) -> str:
+    """What a sealed subscription secret is bound to: its own row."""
+    return f"alert_subscriptions.secret:{subscription_id}"
 
 
 # -- subscriptions ----------------------------------------------------------------------
@@ -92,19 +107,11 @@ def _check_indicators(codes: list[str], catalogue: Catalogue) -> list[str]:
 
 
 def _check_address(url: str, settings: Settings) -> None:
-    """Without ``webhook_allow_private``, refuse receivers on loopback, link-local and
-    private addresses written as such (names are not resolved here)."""
-    if settings.webhook_allow_private:
-        return
-    host = httpx.URL(url).host
-    if host == "localhost" or host.endswith(".localhost"):
-        raise UnprocessableError("url: private and loopback receivers are not allowed")
+    """Refuse receivers the delivery would refuse, judged from the URL as written."""
     try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return
-    if not address.is_global:
-        raise UnprocessableError("url: private and loopback receivers are not allowed")
+        targets.check_url(url, allow_private=settings.webhook_allow_private)
+    except targets.TargetRefusedError as exc:
+        raise InvalidInputError(f"url: receiver refused: {exc}") from None
 
 
 def create_subscription(
@@ -117,11 +124,12 @@ def create_subscription(
     now: datetime,
 ) -> dict[str, Any]:
     _check_address(body.url, settings)
+    sub_id, secret = new_id("sub"), new_secret()
     row = Subscription(
-        id=new_id("sub"),
+        id=sub_id,
         tenant_id=tenant_id,
         url=body.url,
-        secret=new_secret(),
+        secret=secret_box(settings).seal(secret, secret_context(sub_id)),
         events=_normalize([str(e) for e in body.events]),
         indicators=_check_indicators(body.indicators, catalogue),
         departments=_normalize(body.departments),
@@ -132,7 +140,7 @@ def create_subscription(
     )
     session.add(row)
     session.flush()
-    return subscription_json(row) | {"secret": row.secret}
+    return subscription_json(row) | {"secret": secret}
 
 
 def _subscription(session: Session, tenant_id: str, sub_id: str) -> Subscription:

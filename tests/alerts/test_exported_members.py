@@ -4,6 +4,14 @@ import services.alerts
 
 
 def test_the_public_surface_is_small_and_exists():
-    assert sorted(services.alerts.__all__) == ["handlers", "loops", "router", "start_workers"]
+    assert sorted(services.alerts.__all__) == [
+        "ResealReport",
+        "handlers",
+        "loops",
+        "reseal_all",
+        "router",
+        "seal_weak_secrets",
+        "start_workers",
+    ]
     for name in services.alerts.__all__:
         assert getattr(services.alerts, name) is not None

@@ -116,7 +116,8 @@ def test_private_receivers_can_be_refused(app_client, admin_headers, runtime, re
     for url in (receiver.url, "http://localhost:8080/x", "http://10.1.2.3/x", "http://[::1]/x"):
         body = {"url": url, "events": ["*"]}
         r = app_client.post("/api/v1/subscriptions", json=body, headers=admin_headers)
-        assert r.status_code == 422, url
+        assert r.status_code == 400, url
+        assert r.headers["content-type"] == "application/problem+json"
     ok = {"url": "https://hooks.example.org/qc", "events": ["*"]}
     assert (
         app_client.post("/api/v1/subscriptions", json=ok, headers=admin_headers).status_code == 201

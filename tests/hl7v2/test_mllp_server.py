@@ -19,6 +19,7 @@ import httpx
 import pytest
 from hl7.client import MLLPClient
 
+from shared.secretbox import new_key as new_secret_key
 from tests.conftest import _empty
 from tests.hl7v2.helpers import PID, ack_code, message, msh, pci_message, read_frame, seg, stemi_adt
 from tests.hl7v2.test_service import critical_oru
@@ -73,6 +74,7 @@ def server(engine, tmp_path) -> Iterator[Server]:
         "QCPULSE_MLLP_PORT": str(mllp_port),
         "QCPULSE_MLLP_MAX_MESSAGE_BYTES": "65536",
         "QCPULSE_MLLP_IDLE_TIMEOUT": "PT60S",
+        "QCPULSE_SECRET_KEY": new_secret_key(),  # serve requires one
     }
     args = [sys.executable, "-m", "qcpulse", "serve", "--port", str(http_port)]
     http = httpx.Client(

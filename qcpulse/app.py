@@ -24,7 +24,7 @@ import services.alerts as alerts
 import services.hl7v2 as hl7v2
 import services.indicators as indicators
 import services.ingest as ingest
-from qcpulse import schema
+from qcpulse import console, schema
 from shared import keys
 from shared.auth import bootstrap
 from shared.bus import Handler, OutboxConsumer, Topic, outbox_threads
@@ -123,6 +123,9 @@ def create_app(
         description="Live hospital quality indicators and alerts from FHIR R4.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
+        # /docs and /redoc are the console's: served from the package, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_exception_handler(AppError, app_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -177,4 +180,5 @@ def create_app(
     app.include_router(keys.router, tags=["keys"])
     app.include_router(indicators.router, tags=["indicators"])
     app.include_router(alerts.router, tags=["alerts"])
+    app.include_router(console.router)
     return app

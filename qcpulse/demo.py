@@ -171,6 +171,7 @@ def _banner(
     pace = f"{options.hospital_size}, at {options.speed:g}× real time"
     return f"""
 qcpulse demo — a simulated hospital ({tenant}), {pace}
+  console     {url}/   (sign in with the reader key below)
   server      {url}   (SQLite: {db})
   reader key  {reader_key}
   HL7 v2      MLLP on 127.0.0.1:{mllp_port} (source {V2_FACILITY}: half the feed arrives as v2)

@@ -1,0 +1,193 @@
+"""The quality department's console: the page at ``/``, its static assets, the offline
+``/docs`` and ``/redoc``, and two small reads the REST API lacks (who the key is, and
+one episode's timeline).
+
+Every asset ships in the package (``static/``): hospital intranets have no internet,
+so nothing is fetched from a CDN. Assets are served gzip-compressed when the browser
+accepts it, with an ETag, from an in-memory cache filled on first use.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import mimetypes
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+
+import services.ingest as ingest
+from shared.auth import Principal
+from shared.errors import NotFoundError
+from shared.http import JSONResponse, get_runtime, require
+from shared.models import Tenant
+
+STATIC = Path(__file__).parent / "static"
+ASSETS = "/console/static"
+
+router = APIRouter(include_in_schema=False)
+
+Reader = Annotated[Principal, Depends(require("api:read"))]
+
+# Assets are immutable per release but not content-hashed in their names: revalidate.
+_CACHE_CONTROL = "no-cache"
+_COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/svg+xml")
+
+
+@dataclass(frozen=True, slots=True)
+class _Asset:
+    body: bytes
+    gzipped: bytes | None
+    media_type: str
+    etag: str
+
+
+@cache
+def _asset(relative: str) -> _Asset | None:
+    path = (STATIC / relative).resolve()
+    if not path.is_relative_to(STATIC.resolve()) or not path.is_file():
+        return None
+    body = path.read_bytes()
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if path.suffix in (".js", ".mjs"):
+        media_type = "text/javascript"
+    compress = media_type.startswith(_COMPRESSIBLE) and len(body) > 1024
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    return _Asset(body, gzip.compress(body, 6, mtime=0) if compress else None, media_type, etag)
+
+
+def _serve(request: Request, relative: str) -> Response:
+    asset = _asset(relative)
+    if asset is None:
+        raise NotFoundError(f"no console asset '{relative}'")
+    headers = {"ETag": asset.etag, "Cache-Control": _CACHE_CONTROL, "Vary": "Accept-Encoding"}
+    if request.headers.get("if-none-match") == asset.etag:
+        return Response(status_code=304, headers=headers)
+    media_type = asset.media_type
+    if media_type.startswith("text/"):
+        media_type += "; charset=utf-8"
+    if asset.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(asset.gzipped, media_type=media_type, headers=headers)
+    return Response(asset.body, media_type=media_type, headers=headers)
+
+
+@router.get("/")
+def index(request: Request) -> Response:
+    return _serve(request, "index.html")
+
+
+@router.get(ASSETS + "/{path:path}")
+def static(path: str, request: Request) -> Response:
+    return _serve(request, path)
+
+
+@router.get("/docs")
+def swagger_ui() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="qcpulse — API",
+        swagger_js_url=f"{ASSETS}/vendor/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url=f"{ASSETS}/vendor/swagger-ui/swagger-ui.css",
+        swagger_favicon_url=f"{ASSETS}/favicon.svg",
+    )
+
+
+@router.get("/redoc")
+def redoc() -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url="/openapi.json",
+        title="qcpulse — API",
+        redoc_js_url=f"{ASSETS}/vendor/redoc/redoc.standalone.js",
+        redoc_favicon_url=f"{ASSETS}/favicon.svg",
+        with_google_fonts=False,
+    )
+
+
+# The two reads below belong to the console; they live under /console/api so that the
+# public /api/v1 contract stays as documented. Both honour the key's department limit.
+
+
+@router.get("/console/api/session")
+def session_info(request: Request, principal: Reader) -> JSONResponse:
+    """Who the key is: its role, its departments (null: all), its tenant's time zone,
+    and the departments it may choose from."""
+    runtime = get_runtime(request)
+    with runtime.read() as session:
+        tenant = session.get(Tenant, principal.tenant_id)
+        names = ingest.department_names(session, principal.tenant_id)
+    codes = sorted(principal.departments) if principal.departments is not None else sorted(names)
+    return JSONResponse(
+        {
+            "tenant": principal.tenant_id,
+            "tenant_name": tenant.name if tenant else principal.tenant_id,
+            "timezone": tenant.timezone if tenant else runtime.settings.default_timezone,
+            "role": principal.role.value,
+            "key_id": principal.key_id,
+            "departments": sorted(principal.departments)
+            if principal.departments is not None
+            else None,
+            "permissions": sorted(p for p in ("admin", "manual", "api:read") if principal.may(p)),
+            "department_list": [{"code": c, "name": names.get(c)} for c in codes],
+        }
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@router.get("/console/api/timeline")
+def timeline(
+    request: Request,
+    principal: Reader,
+    episode: Annotated[str, Query(description="Encounter/{id} or the id", max_length=80)],
+) -> JSONResponse:
+    """One episode with its clinical facts in time order: what a case's clock saw."""
+    encounter_id = episode.removeprefix("Encounter/")
+    runtime = get_runtime(request)
+    with runtime.read() as session:
+        found, facts = ingest.load_episodes(session, principal.tenant_id, [encounter_id])[
+            encounter_id
+        ]
+    # Another department's episode is answered as absent, as alerts are (docs/API.md §1).
+    if found is None or (
+        principal.departments is not None and found.department not in principal.departments
+    ):
+        raise NotFoundError(f"no episode Encounter/{encounter_id}")
+    ordered = sorted(
+        facts, key=lambda f: (f.time is None, f.time.timestamp() if f.time else 0, f.resource_id)
+    )
+    items: list[dict[str, Any]] = [
+        {
+            "resource": f"{fact.resource_type}/{fact.resource_id}",
+            "kind": fact.kind.value,
+            "status": fact.status,
+            "time": _iso(fact.time),
+            "end_time": _iso(fact.end_time),
+            "issued": _iso(fact.issued),
+            "codes": [{"system": c.system, "code": c.code} for c in fact.codes],
+            "value": fact.value,
+            "unit": fact.unit,
+        }
+        for fact in ordered
+    ]
+    return JSONResponse(
+        {
+            "episode": f"Encounter/{found.encounter_id}",
+            "patient": f"Patient/{found.patient_id}" if found.patient_id else None,
+            "department": found.department,
+            "department_name": found.department_name,
+            "class": found.class_code,
+            "status": found.status,
+            "arrival": _iso(found.arrival),
+            "discharge": _iso(found.discharge),
+            "facts": items,
+        }
+    )

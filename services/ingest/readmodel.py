@@ -70,18 +70,28 @@ def load_episodes(
         )
         for row in episodes:
             out[row.encounter_id] = (_episode(row), out[row.encounter_id][1])
-        facts = session.execute(
-            sa.select(
-                FactRow.encounter_id,
-                FactRow.resource_type,
-                FactRow.resource_id,
-                FactRow.kind,
-                sa.type_coerce(FactRow.data, sa.Text),
-            ).where(FactRow.tenant_id == tenant_id, FactRow.encounter_id.in_(chunk))
-        )
-        for encounter_id, rtype, rid, kind, data in facts:
-            assert encounter_id is not None
-            out[encounter_id][1].append(_decoded_fact(rtype, rid, kind, data))
+        for encounter_id, facts in _facts_of(session, tenant_id, chunk).items():
+            out[encounter_id][1].extend(facts)
+    return out
+
+
+def _facts_of(
+    session: Session, tenant_id: str, encounter_ids: Sequence[str]
+) -> dict[str, list[Fact]]:
+    """The facts linked to these encounters (at most a few hundred ids), by encounter."""
+    rows = session.execute(
+        sa.select(
+            FactRow.encounter_id,
+            FactRow.resource_type,
+            FactRow.resource_id,
+            FactRow.kind,
+            sa.type_coerce(FactRow.data, sa.Text),
+        ).where(FactRow.tenant_id == tenant_id, FactRow.encounter_id.in_(encounter_ids))
+    )
+    out: dict[str, list[Fact]] = {}
+    for encounter_id, rtype, rid, kind, data in rows:
+        assert encounter_id is not None
+        out.setdefault(encounter_id, []).append(_decoded_fact(rtype, rid, kind, data))
     return out
 
 
@@ -299,18 +309,7 @@ def load_chains(session: Session, tenant_id: str, encounter_ids: Iterable[str]) 
             cycles.add(anchor)
     facts: dict[str, list[Fact]] = {}
     for chunk in _chunks(sorted(links.known)):
-        fact_rows = session.execute(
-            sa.select(
-                FactRow.encounter_id,
-                FactRow.resource_type,
-                FactRow.resource_id,
-                FactRow.kind,
-                sa.type_coerce(FactRow.data, sa.Text),
-            ).where(FactRow.tenant_id == tenant_id, FactRow.encounter_id.in_(chunk))
-        )
-        for encounter_id, rtype, rid, kind, data in fact_rows:
-            assert encounter_id is not None
-            facts.setdefault(encounter_id, []).append(_decoded_fact(rtype, rid, kind, data))
+        facts.update(_facts_of(session, tenant_id, chunk))
     out: dict[str, Chain] = {}
     for anchor, ids in groups.items():
         ids.sort()

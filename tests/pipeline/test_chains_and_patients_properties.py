@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 from services.indicators.maintenance import recompute, verify
 from services.indicators.models import CaseRow, CounterRow
 from services.indicators.worker import drain
-from services.ingest.service import IngestUnit
-from tests.conftest import TENANT
 from tests.fhir_factories import ACT, ICD9CM3_CN, ICD10_CN
-from tests.pipeline.test_incremental_equals_recompute import at, cc, reset, retracted
+from tests.pipeline.test_incremental_equals_recompute import apply as write
+from tests.pipeline.test_incremental_equals_recompute import at, cc, reset
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -163,8 +162,7 @@ POOL: list[list[dict[str, Any]]] = [
     [hb("hb2", "d2", 25 * DAY, 100, "g/L"), hb("hb2", "d2", 18 * DAY, 130, "g/L")],
 ]
 
-RETRACT = -1
-DELETE = -2
+RETRACT, DELETE = -1, -2  # as in test_incremental_equals_recompute
 
 step = st.tuples(
     st.integers(0, len(POOL) - 1),
@@ -174,21 +172,7 @@ step = st.tuples(
 
 
 def apply(runtime, index: int, variant: int) -> None:
-    versions = POOL[index]
-    with runtime.write() as session:
-        unit = IngestUnit(
-            session, TENANT, runtime.tenant_zone(session, TENANT), runtime.clock.now()
-        )
-        base = versions[0]
-        if variant == DELETE:
-            current = unit.current(base["resourceType"], base["id"])
-            if current is not None and not current.deleted:
-                unit.delete(base["resourceType"], base["id"])
-        elif variant == RETRACT:
-            unit.put(retracted(base))
-        else:
-            unit.put(versions[variant % len(versions)])
-        unit.finish()
+    write(runtime, index, variant, POOL)
 
 
 def counters(runtime) -> list[tuple]:

@@ -244,8 +244,9 @@ def retracted(resource: dict[str, Any]) -> dict[str, Any]:
             return {**resource, "status": "entered-in-error"}
 
 
-def apply(runtime, index: int, variant: int) -> None:
-    versions = POOL[index]
+def apply(runtime, index: int, variant: int, pool: list[list[dict[str, Any]]] = POOL) -> None:
+    """Write version ``variant`` of the pool's resource ``index`` (or retract / delete it)."""
+    versions = pool[index]
     with runtime.write() as session:
         unit = IngestUnit(
             session, TENANT, runtime.tenant_zone(session, TENANT), runtime.clock.now()

@@ -24,7 +24,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("priority", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("disposition_system", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("disposition_code", sa.String(length=64), nullable=True))
-        batch.add_column(sa.Column("deceased_at", shared.db.UTCDateTime(timezone=True), nullable=True))
+        batch.add_column(
+            sa.Column("deceased_at", shared.db.UTCDateTime(timezone=True), nullable=True)
+        )
         batch.create_index("ix_episodes_part_of", ["tenant_id", "part_of"])
     with op.batch_alter_table("indicator_cases") as batch:
         batch.add_column(sa.Column("patient_id", sa.String(length=64), nullable=True))

@@ -197,7 +197,7 @@ def test_evaluate_all_is_deterministic_and_order_independent(
 class TestCatalogue:
     def test_ships_the_first_catalogue_and_the_pinned_second_wave(self) -> None:
         codes = {ind.code for ind in catalogue()}
-        assert EXPECTED_CODES <= codes
+        assert codes >= EXPECTED_CODES
         assert {"PIT-2026-03", "PIT-2026-11", "PIT-2026-39", "PIT-2026-47"} <= codes
         assert len(catalogue()) == len(list(CATALOGUE_DIR.glob("*.yaml")))
 

@@ -3,10 +3,15 @@ one service function in one transaction, answer."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from services.alerts import service
 from services.alerts.models import AlertStatus, DeliveryStatus
@@ -150,6 +155,59 @@ def list_alerts(
                 cursor=cursor,
             )
         )
+
+
+#: How often the stream looks for changes, and how long it stays silent at most.
+STREAM_POLL_SECONDS = 1.0
+STREAM_KEEPALIVE_SECONDS = 15.0
+
+
+@router.get("/alerts/stream", response_class=StreamingResponse)
+async def stream_alerts(
+    request: Request,
+    principal: Reader,
+    status: AlertStatus | None = None,
+    department: str | None = None,
+    limit: Limit = 100,
+) -> StreamingResponse:
+    """Server-sent events: an ``alerts`` event with the current list (as ``GET /alerts``
+    answers it for the same filters) at once and whenever it changes — a new alert, an
+    acknowledgement, a resolution. A comment line keeps idle connections open."""
+    runtime = get_runtime(request)
+
+    def snapshot() -> dict[str, Any]:
+        with runtime.read() as session:
+            page: dict[str, Any] = service.list_alerts(
+                session,
+                principal,
+                status=status,
+                indicator=None,
+                department=department,
+                limit=limit,
+                cursor=None,
+            )
+            return page
+
+    async def events() -> AsyncIterator[bytes]:
+        last = ""
+        quiet = 0.0
+        while not await request.is_disconnected():
+            body = orjson.dumps(await run_in_threadpool(snapshot))
+            digest = hashlib.sha256(body).hexdigest()
+            if digest != last:
+                last, quiet = digest, 0.0
+                yield b"event: alerts\nid: " + digest[:16].encode() + b"\ndata: " + body + b"\n\n"
+            elif quiet >= STREAM_KEEPALIVE_SECONDS:
+                quiet = 0.0
+                yield b": keepalive\n\n"
+            await asyncio.sleep(STREAM_POLL_SECONDS)
+            quiet += STREAM_POLL_SECONDS
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/alerts/{alert_id}")

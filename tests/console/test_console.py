@@ -3,6 +3,7 @@ feature it names is broken."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -315,12 +316,54 @@ class TestAlerts:
         assert response.status_code == 200, response.text
         row = page.locator("#alert-feed tbody tr.row-new", has_text="live-enc-1").first
         row.wait_for(timeout=30_000)
+        # It came over the event stream, not by polling.
+        assert page.locator(".live-state").get_attribute("data-mode") == "stream"
         assert "已超时" in row.inner_text() or "即将超时" in row.inner_text()
         assert "条新告警" in page.locator("#live").inner_text()
         row.get_by_role("button", name="确认").click()
         page.locator("#alert-feed tbody tr", has_text="live-enc-1").filter(
             has_text="已确认"
         ).first.wait_for()
+
+    def test_the_stream_sends_the_list_and_then_its_changes(self, server):
+        headers = {"Authorization": f"Bearer {server.reader_key}"}
+        listed = httpx.get(f"{server.url}/api/v1/alerts", params={"limit": 100}, headers=headers)
+        with httpx.stream(
+            "GET",
+            f"{server.url}/api/v1/alerts/stream",
+            params={"limit": 100},
+            headers=headers,
+            timeout=60,
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            events = _sse(response.iter_lines())
+            assert next(events)["alerts"] == listed.json()["alerts"]
+            posted = httpx.post(
+                f"{server.url}/fhir",
+                json=stemi_without_pci(2),
+                headers={
+                    "Authorization": f"Bearer {server.ingest_key}",
+                    "Content-Type": "application/fhir+json",
+                },
+            )
+            assert posted.status_code == 200, posted.text
+            new = next(
+                a for page in events for a in page["alerts"] if "live-enc-2" in json.dumps(a)
+            )
+            ack = httpx.post(f"{server.url}/api/v1/alerts/{new['id']}/ack", headers=headers)
+            assert ack.status_code == 200, ack.text
+            acknowledged = next(
+                a
+                for page in events
+                for a in page["alerts"]
+                if a["id"] == new["id"] and a["status"] == "acknowledged"
+            )
+            assert acknowledged["acknowledged_at"]
+
+    def test_the_stream_needs_a_key(self, server):
+        r = httpx.get(f"{server.url}/api/v1/alerts/stream", timeout=10)
+        assert r.status_code == 401
 
     def test_admin_sees_webhook_delivery_attempts(self, page, server, api):
         sub = api.post(
@@ -434,3 +477,14 @@ class TestOffline:
         page.wait_for_selector(".swagger-ui .information-container")
         page.goto(server.url + "/redoc")
         page.wait_for_selector("redoc .api-content, [role='main'], .api-info", timeout=20_000)
+
+
+def _sse(lines):
+    """The ``data`` of each server-sent event, decoded; comments are skipped."""
+    data: list[str] = []
+    for line in lines:
+        if line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "" and data:
+            yield json.loads("\n".join(data))
+            data = []

@@ -1,9 +1,11 @@
-// The live alert feed. The REST API has no event stream (GET /api/v1/alerts is a
-// keyset list, newest first), so the console polls it every few seconds and
-// announces new alerts through the page's live region. Admin keys also see each
-// webhook subscription's delivery attempts.
+// The live alert feed: server-sent events from GET /api/v1/alerts/stream, read with
+// fetch() because EventSource cannot send the Authorization header. Each event carries
+// the whole list; new alerts are highlighted and announced through the page's live
+// region. When the stream cannot be opened or drops, the feed polls GET /api/v1/alerts
+// until the stream opens again. Admin keys also see each webhook subscription's
+// delivery attempts.
 
-import { api } from "../api.js";
+import { api, auth } from "../api.js";
 import { clear, h, select } from "../dom.js";
 import { i18n, t } from "../i18n.js";
 import { dateTime } from "../format.js";
@@ -28,17 +30,59 @@ export async function render(main, ctx, params) {
   let first = true;
   let timer = null;
   let stopped = false;
+  let controller = null;
+  function show(data) {
+    const fresh = data.alerts.filter((a) => !seen.has(a.id));
+    data.alerts.forEach((a) => seen.add(a.id));
+    if (!first && fresh.length) document.getElementById("live").textContent = t("newAlerts", { n: fresh.length });
+    draw(data.alerts, first ? new Set() : new Set(fresh.map((a) => a.id)));
+    first = false;
+  }
+  async function stream() {
+    controller = new AbortController();
+    const query = new URLSearchParams({ limit: "100" });
+    if (status) query.set("status", status);
+    if (department) query.set("department", department);
+    const response = await fetch(`/api/v1/alerts/stream?${query}`, {
+      headers: { Authorization: `Bearer ${auth.key}`, Accept: "text/event-stream" },
+      cache: "no-store",
+      signal: controller.signal,
+    });
+    if (!response.ok || !response.body) throw new Error(`stream: HTTP ${response.status}`);
+    state.dataset.mode = "stream";
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || stopped) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
+        if (data) show(JSON.parse(data));
+      }
+    }
+  }
   async function poll() {
     try {
-      const data = await api.get("/api/v1/alerts", { status, department, limit: 100 });
+      show(await api.get("/api/v1/alerts", { status, department, limit: 100 }));
+    } catch {
+      // the next round tries again
+    }
+  }
+  async function live() {
+    while (!stopped) {
+      try {
+        await stream();
+      } catch {
+        if (stopped) return;
+      }
       if (stopped) return;
-      const fresh = data.alerts.filter((a) => !seen.has(a.id));
-      data.alerts.forEach((a) => seen.add(a.id));
-      if (!first && fresh.length) document.getElementById("live").textContent = t("newAlerts", { n: fresh.length });
-      draw(data.alerts, first ? new Set() : new Set(fresh.map((a) => a.id)));
-      first = false;
-    } finally {
-      if (!stopped) timer = setTimeout(poll, POLL_MS);
+      state.dataset.mode = "poll";
+      await poll();
+      await new Promise((resolve) => { timer = setTimeout(resolve, POLL_MS); });
     }
   }
   function draw(alerts, fresh) {
@@ -59,18 +103,19 @@ export async function render(main, ctx, params) {
           ? h("button", { type: "button", class: "btn-small", "aria-label": `${t("acknowledge")} ${a.id}`, onClick: async (e) => {
             e.target.disabled = true;
             await api.post(`/api/v1/alerts/${a.id}/ack`);
-            clearTimeout(timer);
-            poll();
+            await poll(); // the stream follows within a second
           } }, t("acknowledge"))
           : a.acknowledged_at ? `${t("acknowledged")} ${dateTime(a.acknowledged_at)}` : "—") },
       ],
     }));
   }
   await poll();
+  live();
   if (ctx.session.permissions.includes("admin")) await webhooks(hooks);
   return () => {
     stopped = true;
     clearTimeout(timer);
+    if (controller) controller.abort();
   };
 }
 

@@ -256,7 +256,12 @@ class Segment:
         if rep > len(reps):
             return ""
         comp, sub = self.separators[0], self.separators[1]
-        return comp.join(sub.join(c) for c in reps[rep - 1]).rstrip(comp)
+        parts = list(reps[rep - 1])
+        # Drop trailing empty components by structure: a text that ends in an escaped
+        # separator ("0\\S\\", read as "0^") keeps it.
+        while parts and not any(parts[-1]):
+            parts.pop()
+        return comp.join(sub.join(c) for c in parts)
 
 
 def part(rep: Repetition, component: int = 1, subcomponent: int = 1) -> str:

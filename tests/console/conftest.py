@@ -23,7 +23,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
+# Package scope: torn down after tests/console, so that Playwright's event loop does not
+# outlive it (later tests call asyncio.run()).
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Server]:
     srv = harness.start(tmp_path_factory.mktemp("console") / "console.db")
     harness.wait_until_evaluated(srv)
@@ -31,7 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Server]
     srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     # Fails, never skips, when the browser is missing: CI installs it (.ci/run).
     if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:

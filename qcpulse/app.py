@@ -25,7 +25,7 @@ import services.hl7v2 as hl7v2
 import services.indicators as indicators
 import services.ingest as ingest
 from qcpulse import console, schema
-from shared import keys
+from shared import audit, keys
 from shared.auth import bootstrap
 from shared.bus import Handler, OutboxConsumer, Topic, outbox_threads
 from shared.db import READONLY_OPTION
@@ -132,6 +132,9 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
 
+    # Inside ``measure``: an audit write is part of the request's latency.
+    app.middleware("http")(audit.audit_middleware)
+
     @app.middleware("http")
     async def measure(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -178,6 +181,7 @@ def create_app(
     app.include_router(hl7v2.router, tags=["hl7v2"])
     app.include_router(hl7v2.api_router, tags=["hl7v2"])
     app.include_router(keys.router, tags=["keys"])
+    app.include_router(audit.router, tags=["audit"])
     app.include_router(indicators.router, tags=["indicators"])
     app.include_router(alerts.router, tags=["alerts"])
     app.include_router(console.router)

@@ -70,6 +70,14 @@ def create(body: KeyCreate, request: Request, principal: Admin) -> JSONResponse:
             permissions=list(body.permissions or ()),
             expires_at=body.expires_at.astimezone(UTC) if body.expires_at else None,
         )
+    # The audit row (shared/audit.py) names the key and its limits, never its secret.
+    request.state.audit_detail = {
+        "id": row.id,
+        "role": row.role,
+        "departments": row.departments,
+        "permissions": row.permissions or [],
+        "expires_at": _iso(row.expires_at),
+    }
     return JSONResponse(
         {
             "id": row.id,

@@ -8,7 +8,7 @@ in Python among the few encounters that both name a ``partOf`` and are named by 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +24,15 @@ JSON = dict[str, Any]
 
 #: Statuses whose Encounters take no part in any episode: not worth a finding.
 _VOID = ("cancelled", "entered-in-error")
+
+
+#: Departments a key is limited to; None: all (``Principal.departments``).
+Departments = Collection[str] | None
+
+
+def _in(departments: Departments) -> tuple[sa.ColumnElement[bool], ...]:
+    """The episode (``EpisodeRow``) is in one of ``departments``: nothing when unlimited."""
+    return () if departments is None else (EpisodeRow.department.in_(sorted(departments)),)
 
 
 def _finding(count: int, examples: Sequence[JSON]) -> JSON:
@@ -77,8 +86,14 @@ def _continued(tenant_id: str) -> sa.ColumnElement[bool]:
     )
 
 
-def discharges(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
-    finished = (EpisodeRow.tenant_id == tenant_id, EpisodeRow.status == "finished")
+def discharges(
+    session: Session, tenant_id: str, limit: int, departments: Departments = None
+) -> dict[str, JSON]:
+    finished = (
+        EpisodeRow.tenant_id == tenant_id,
+        EpisodeRow.status == "finished",
+        *_in(departments),
+    )
     return {
         "discharged_without_end": _encounter_finding(
             session, (*finished, EpisodeRow.discharge.is_(None)), limit
@@ -93,11 +108,14 @@ def discharges(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
     }
 
 
-def patients(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
+def patients(
+    session: Session, tenant_id: str, limit: int, departments: Departments = None
+) -> dict[str, JSON]:
     without_patient = _encounter_finding(
         session,
         (
             EpisodeRow.tenant_id == tenant_id,
+            *_in(departments),
             EpisodeRow.patient_id.is_(None),
             sa.or_(EpisodeRow.status.is_(None), EpisodeRow.status.not_in(_VOID)),
         ),
@@ -109,6 +127,17 @@ def patients(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
         StoredResource.deleted.is_(False),
         sa.not_(_has_identifier(session)),
     )
+    if departments is not None:
+        # A limited key sees the patients with an episode in its departments.
+        ids = ids.where(
+            sa.select(sa.literal(1))
+            .where(
+                EpisodeRow.tenant_id == tenant_id,
+                EpisodeRow.patient_id == StoredResource.id,
+                *_in(departments),
+            )
+            .exists()
+        )
     rows = session.scalars(ids.order_by(StoredResource.id).limit(limit))
     return {
         "episodes_without_patient": without_patient,
@@ -118,15 +147,29 @@ def patients(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
     }
 
 
-def units(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
+def units(
+    session: Session, tenant_id: str, limit: int, departments: Departments = None
+) -> dict[str, JSON]:
     """Observations with a ``valueQuantity`` value whose unit shared/units.py does not
-    know (or that has no unit): value thresholds never match them."""
+    know (or that has no unit): value thresholds never match them. A limited key sees
+    those linked to an episode of its departments."""
     unit = _json_text(session, FactRow.data, "unit")
-    observations = (
+    observations: tuple[sa.ColumnElement[bool], ...] = (
         FactRow.tenant_id == tenant_id,
         FactRow.kind == FactKind.OBSERVATION.value,
         _json_text(session, FactRow.data, "value").is_not(None),
     )
+    if departments is not None:
+        observations = (
+            *observations,
+            sa.select(sa.literal(1))
+            .where(
+                EpisodeRow.tenant_id == tenant_id,
+                EpisodeRow.encounter_id == FactRow.encounter_id,
+                *_in(departments),
+            )
+            .exists(),
+        )
     by_unit = session.execute(sa.select(unit, sa.func.count()).where(*observations).group_by(unit))
     unknown: list[str] = []
     missing = False
@@ -181,7 +224,11 @@ def _cycles(edges: dict[str, str]) -> list[list[str]]:
     return sorted(found)
 
 
-def part_of(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
+def part_of(
+    session: Session, tenant_id: str, limit: int, departments: Departments = None
+) -> dict[str, JSON]:
+    """Dangling and cyclic ``partOf``. A limited key sees its departments' encounters,
+    and the cycles whose members are all in them."""
     parent = aliased(EpisodeRow)
     dangling = (
         sa.select(EpisodeRow.encounter_id, EpisodeRow.part_of)
@@ -196,6 +243,7 @@ def part_of(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
             EpisodeRow.tenant_id == tenant_id,
             EpisodeRow.part_of.is_not(None),
             parent.encounter_id.is_(None),
+            *_in(departments),
         )
     )
     rows = session.execute(dangling.order_by(EpisodeRow.encounter_id).limit(limit))
@@ -207,6 +255,7 @@ def part_of(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
     child = aliased(EpisodeRow)
     linked = sa.select(EpisodeRow.encounter_id, EpisodeRow.part_of).where(
         EpisodeRow.tenant_id == tenant_id,
+        *_in(departments),
         EpisodeRow.part_of.is_not(None),
         sa.select(sa.literal(1))
         .where(child.tenant_id == tenant_id, child.part_of == EpisodeRow.encounter_id)
@@ -225,11 +274,14 @@ def part_of(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
     }
 
 
-def findings(session: Session, tenant_id: str, limit: int) -> dict[str, JSON]:
-    """Every finding of this module, by name."""
+def findings(
+    session: Session, tenant_id: str, limit: int, *, departments: Departments = None
+) -> dict[str, JSON]:
+    """Every finding of this module, by name; of ``departments``' episodes only when
+    given (a department-limited key)."""
     return {
-        **discharges(session, tenant_id, limit),
-        **patients(session, tenant_id, limit),
-        **units(session, tenant_id, limit),
-        **part_of(session, tenant_id, limit),
+        **discharges(session, tenant_id, limit, departments),
+        **patients(session, tenant_id, limit, departments),
+        **units(session, tenant_id, limit, departments),
+        **part_of(session, tenant_id, limit, departments),
     }

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from services.ingest import quality, service
+from services.ingest import access, quality, service
 from services.ingest.bundles import answer_if_unchanged, process_bundle
 from services.ingest.capability import capability_statement
 from services.ingest.service import IngestUnit, WriteResult
@@ -202,11 +202,19 @@ def delete_resource(rtype: str, rid: str, request: Request, principal: Writer) -
     )
 
 
+def _check_visible(session: Session, principal: Principal, rtype: str, rid: str) -> None:
+    """A department-limited key reads only its departments' resources; the others are
+    answered as absent, as another tenant's are (services/ingest/access.py)."""
+    if not access.visible(session, principal.tenant_id, principal.departments, rtype, rid):
+        raise NotFoundError(f"{rtype}/{rid} is not known")
+
+
 @router.get("/fhir/{rtype}/{rid}")
 def get_resource(rtype: str, rid: str, request: Request, principal: Reader) -> Response:
     runtime = get_runtime(request)
     _check_type(rtype)
     with runtime.read() as session:
+        _check_visible(session, principal, rtype, rid)
         row = service.read(session, principal.tenant_id, rtype, rid)
     return FHIRResponse(row.body, headers={"ETag": f'W/"{row.version}"'})
 
@@ -216,6 +224,7 @@ def get_history(rtype: str, rid: str, request: Request, principal: Reader) -> Re
     runtime = get_runtime(request)
     _check_type(rtype)
     with runtime.read() as session:
+        _check_visible(session, principal, rtype, rid)
         return FHIRResponse(service.read_history(session, principal.tenant_id, rtype, rid))
 
 
@@ -224,6 +233,7 @@ def get_version(rtype: str, rid: str, vid: int, request: Request, principal: Rea
     runtime = get_runtime(request)
     _check_type(rtype)
     with runtime.read() as session:
+        _check_visible(session, principal, rtype, rid)
         bundle = service.read_history(session, principal.tenant_id, rtype, rid)
     for entry in bundle["entry"]:
         if entry["response"]["etag"] == f'W/"{vid}"' and "resource" in entry:
@@ -238,10 +248,16 @@ def data_quality(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     """Resources that did not reach an episode, types stored but not mapped, and the
-    findings of :mod:`services.ingest.quality` (``limit`` caps every list)."""
+    findings of :mod:`services.ingest.quality` (``limit`` caps every list). A
+    department-limited key gets its departments' findings only, and no unlinked or
+    unmapped resources (they belong to no department)."""
     runtime = get_runtime(request)
+    departments = principal.departments
     with runtime.read() as session:
-        counts = service.unlinked_counts(session, principal.tenant_id)
-        items = service.unlinked_resources(session, principal.tenant_id, limit)
-        found = quality.findings(session, principal.tenant_id, limit)
+        if departments is None:
+            counts = service.unlinked_counts(session, principal.tenant_id)
+            items = service.unlinked_resources(session, principal.tenant_id, limit)
+        else:
+            counts, items = {"unlinked": {}, "unmapped": {}}, []
+        found = quality.findings(session, principal.tenant_id, limit, departments=departments)
     return JSONResponse({**counts, "unlinked_resources": items, **found})

@@ -23,6 +23,9 @@ class Tenant(Base):
     target_profile: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     #: The catalogue year the tenant reports (``"2026"``); None: the current default.
     catalogue: Mapped[str | None] = mapped_column(sa.String(8), nullable=True)
+    #: Seconds after a case's deadline before ``case.breached`` is sent (documentation
+    #: lags care); None: ``QCPULSE_ALERT_GRACE``. An indicator's ``alert_grace`` wins.
+    alert_grace_seconds: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
 
 
 class ApiKey(Base):
@@ -71,3 +74,25 @@ class OutboxEvent(Base):
     #: Why the consumer gave up on this event (it failed alone, after its batch failed).
     #: Parked events are counted by ``/metrics`` and reported by ``qcpulse verify``.
     error: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+
+
+class AuditEntry(Base):
+    """One audited request (shared/audit.py): who read patient-level data, or changed
+    keys, subscriptions and other settings. Written once per request, never updated."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_log_tenant_id", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    tenant_id: Mapped[str] = mapped_column(sa.String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_id: Mapped[str] = mapped_column(sa.String(32))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    #: ``read``, ``create``, ``update``, ``delete``, ``test``.
+    action: Mapped[str] = mapped_column(sa.String(16))
+    #: The method and the request path, e.g. ``GET /fhir/Patient/p1``.
+    resource: Mapped[str] = mapped_column(sa.String(400))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    client: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)

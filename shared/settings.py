@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     #: the outbox through JetStream (distributed mode).
     bus: Literal["outbox", "nats"] = "outbox"
 
+    #: How long after a case's deadline ``case.breached`` waits for documentation on its
+    #: way (docs/ALERTS.md); a tenant (``PUT /tenant``) or an indicator may say otherwise.
+    alert_grace: timedelta = timedelta(minutes=5)
+
     #: Webhook delivery.
     webhook_timeout: timedelta = timedelta(seconds=10)
     webhook_max_age: timedelta = timedelta(hours=26)

@@ -80,3 +80,19 @@ def test_0009_keeps_clear_secrets_readable_and_keys_without_expiry(tmp_path):
         assert "expires_at" not in {c["name"] for c in sa.inspect(engine).get_columns("api_keys")}
     finally:
         engine.dispose()
+
+
+def test_0011_adds_and_drops_the_audit_log(tmp_path):
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'audit.db'}")
+    try:
+        schema.migrate(engine, "0010")
+        assert "audit_log" not in sa.inspect(engine).get_table_names()
+        schema.migrate(engine)
+        assert "audit_log" in sa.inspect(engine).get_table_names()
+        config = schema.alembic_config(engine)
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0010")
+        assert "audit_log" not in sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()

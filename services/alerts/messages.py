@@ -13,7 +13,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.alerts.models import PING, AlertKind, RateReason
+from services.alerts.models import DIGEST, PING, AlertKind, RateReason
 from services.indicators import IndicatorDefinition, RateStatus
 
 
@@ -224,6 +224,41 @@ def rate_body(
         "message": rate_message(kind, s, status, reasons),
     }
     return {"type": kind.value, "timestamp": now.isoformat(), "data": data}
+
+
+def digest_body(
+    tenant_id: str,
+    subscription_id: str,
+    department: str,
+    alerts: list[dict[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    """One message for a department's rate alerts of one digest interval: each alert's
+    webhook body as it would have been sent alone, oldest first."""
+    datas = [a["data"] for a in alerts]
+    name = next((d.get("department_name") for d in datas if d.get("department_name")), None)
+    label = f"{name} ({department})" if name and name != department else department
+    n = len(alerts)
+    return {
+        "type": DIGEST,
+        "timestamp": now.isoformat(),
+        "data": {
+            "tenant": tenant_id,
+            "subscription_id": subscription_id,
+            "department": department,
+            "department_name": name,
+            "count": n,
+            "alerts": [
+                {"type": a["type"], "timestamp": a["timestamp"]} | a["data"] for a in alerts
+            ],
+            "message": {
+                "zh": f"{label}：{n} 条指标率告警汇总。"
+                + "".join(f"\n- {d['message']['zh']}" for d in datas),
+                "en": f"{label}: digest of {n} rate alert{'s' if n != 1 else ''}."
+                + "".join(f"\n- {d['message']['en']}" for d in datas),
+            },
+        },
+    }
 
 
 def ping_body(tenant_id: str, subscription_id: str, now: datetime) -> dict[str, Any]:

@@ -33,6 +33,10 @@ class AlertKind(enum.StrEnum):
     RATE_RECOVERED = "rate.recovered"
 
 
+#: Rate alerts a digest subscription collects instead of sending one by one.
+DIGESTED = frozenset({AlertKind.RATE_DEVIATION.value, AlertKind.RATE_RECOVERED.value})
+#: The webhook ``type`` of a digest message; never an alert, never subscribable.
+DIGEST = "rate.digest"
 #: The webhook ``type`` of a subscription test; never an alert, never subscribable.
 PING = "ping"
 
@@ -115,6 +119,9 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: Deleted subscriptions are kept so that their delivery history stays readable.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Digest mode: rate alerts are collected and sent as one ``rate.digest`` message
+    #: per department every this many seconds. None: one message per alert.
+    digest_seconds: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
 
 
 class Alert(Base):
@@ -198,6 +205,23 @@ class DeliveryAttempt(Base):
     next_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class DigestItem(Base):
+    """A rate alert waiting for its subscription's next digest (one per department)."""
+
+    __tablename__ = "alert_digest_items"
+    __table_args__ = (
+        sa.UniqueConstraint("subscription_id", "alert_id"),
+        sa.Index("ix_alert_digest_items_due", "subscription_id", "department", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BIGINT, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id"))
+    subscription_id: Mapped[str] = mapped_column(sa.ForeignKey("alert_subscriptions.id"))
+    department: Mapped[str] = mapped_column(sa.String(64))
+    alert_id: Mapped[str] = mapped_column(sa.ForeignKey("alerts.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class WatchedCase(Base):
     """A clock case as the last ``cases.changed`` event described it, and what it raised.
 
@@ -225,6 +249,14 @@ class WatchedCase(Base):
     breached_alert_id: Mapped[str | None] = mapped_column(_ID, nullable=True)
     resolved_alert_id: Mapped[str | None] = mapped_column(_ID, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The order of the change last applied: the id of its ``cases.changed`` outbox
+    #: row (the NATS message names the same row). A change with a smaller one is older
+    #: (a redelivery, or two events overtaking each other) and is ignored. None: rows
+    #: written before migration 0010.
+    applied_order: Mapped[int | None] = mapped_column(_BIGINT, nullable=True)
+    #: When the rules first saw the case: a case whose data arrives after its deadline
+    #: gets the breach grace from then, since its documentation lags as much.
+    first_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class RateState(Base):

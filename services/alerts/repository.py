@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Collection, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import orjson
 import sqlalchemy as sa
@@ -16,6 +16,7 @@ from services.alerts.models import (
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
+    DigestItem,
     RateState,
     Subscription,
     WatchedCase,
@@ -269,6 +270,35 @@ def due_watched_cases(session: Session, now: datetime, limit: int) -> Sequence[W
     if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     return session.scalars(query).all()
+
+
+def due_digests(
+    session: Session, now: datetime, *, lock: bool = True
+) -> list[tuple[Subscription, str, list[DigestItem]]]:
+    """The waiting digest items of each (subscription, department) whose oldest item
+    has waited the subscription's interval, oldest first, locked (PostgreSQL)."""
+    query = (
+        sa.select(DigestItem, Subscription)
+        .join(Subscription, Subscription.id == DigestItem.subscription_id)
+        .order_by(DigestItem.subscription_id, DigestItem.department, DigestItem.id)
+    )
+    if lock and is_postgres(session):
+        query = query.with_for_update(skip_locked=True, of=DigestItem)
+    groups: dict[tuple[str, str], tuple[Subscription, list[DigestItem]]] = {}
+    for item, sub in session.execute(query):
+        groups.setdefault((sub.id, item.department), (sub, []))[1].append(item)
+    out = []
+    for (_, department), (sub, items) in groups.items():
+        interval = timedelta(seconds=sub.digest_seconds or 0)
+        if not sub.enabled or now >= items[0].created_at + interval:
+            out.append((sub, department, items))
+    return out
+
+
+def has_due_digests(session: Session, now: datetime) -> bool:
+    if session.scalar(sa.select(DigestItem.id).limit(1)) is None:
+        return False  # the usual case: one indexed probe
+    return bool(due_digests(session, now, lock=False))
 
 
 def rate_state(

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, assert_never
 
+import structlog
 from sqlalchemy.orm import Session
 
 import services.ingest as ingest
@@ -67,8 +68,10 @@ from services.indicators import (
     reported_codes,
 )
 from shared.clinical import CaseStatus
-from shared.models import OutboxEvent
+from shared.models import OutboxEvent, Tenant
 from shared.runtime import Runtime
+
+log = structlog.get_logger(__name__)
 
 #: A case first seen this long after its deadline is a backfill: no case alert.
 STALE_AFTER = timedelta(hours=24)
@@ -90,9 +93,11 @@ class Change:
     clock_stop: datetime | None
     deadline: datetime | None
     at_risk_at: datetime | None
+    #: The change's place in the order of changes: its outbox row id. None: unknown.
+    order: int | None = None
 
     @classmethod
-    def parse(cls, raw: dict[str, Any]) -> Change:
+    def parse(cls, raw: dict[str, Any], order: int | None = None) -> Change:
         def when(name: str) -> datetime | None:
             value = raw.get(name)
             return datetime.fromisoformat(value) if value else None
@@ -110,6 +115,7 @@ class Change:
             clock_stop=when("clock_stop"),
             deadline=when("deadline"),
             at_risk_at=when("at_risk_at"),
+            order=order,
         )
 
 
@@ -137,6 +143,9 @@ class Rules:
         self.profiles = profiles_for(self.catalogue)
         self._department_names: dict[str, dict[str, str]] = {}
         self._reported: dict[str, frozenset[str]] = {}
+        self._tenant_grace: dict[str, timedelta] = {}
+        #: Changes ignored because the case already applied a newer one.
+        self.ignored = 0
 
     def reports(self, tenant_id: str, indicator: str) -> bool:
         """Alerts only for the indicators of the tenant's catalogue year: a 2026 tenant
@@ -183,6 +192,27 @@ class Rules:
         zone = self.runtime.tenant_zone(self.session, tenant_id)
         return self.now.astimezone(zone).date().replace(day=1)
 
+    def grace(self, tenant_id: str, indicator: str) -> timedelta:
+        """How long after the deadline ``case.breached`` waits: the indicator's
+        ``alert_grace``, else the tenant's, else ``QCPULSE_ALERT_GRACE``."""
+        defn = self.catalogue.get(indicator)
+        if defn is not None and defn.alert_grace is not None:
+            return defn.alert_grace
+        grace = self._tenant_grace.get(tenant_id)
+        if grace is None:
+            tenant = self.session.get(Tenant, tenant_id)
+            seconds = tenant.alert_grace_seconds if tenant is not None else None
+            grace = self._tenant_grace[tenant_id] = (
+                self.runtime.settings.alert_grace if seconds is None else timedelta(seconds=seconds)
+            )
+        return grace
+
+    def _breach_due(self, row: WatchedCase) -> datetime:
+        """When ``case.breached`` may go out: ``grace`` after the deadline, or after the
+        case was first seen when its data came later than its deadline (a backlog)."""
+        since = max(row.deadline, row.first_seen_at or row.deadline)
+        return since + self.grace(row.tenant_id, row.indicator)
+
     # -- case alerts ----------------------------------------------------------------
 
     def on_change(self, tenant_id: str, c: Change, watched: dict[WatchKey, WatchedCase]) -> None:
@@ -190,15 +220,35 @@ class Rules:
         kept current here (rows added, rows dropped)."""
         ident = (c.indicator, c.encounter_id, c.key)
         row = watched.get(ident)
+        if (
+            row is not None
+            and c.order is not None
+            and row.applied_order is not None
+            and c.order < row.applied_order
+        ):
+            # Older than what the case applied: a redelivery, or two events that
+            # overtook each other. Applying it would put the case back in the past.
+            self.ignored += 1
+            log.info(
+                "older case change ignored",
+                tenant=tenant_id,
+                indicator=c.indicator,
+                order=c.order,
+                applied=row.applied_order,
+            )
+            return
         if c.status is None or c.deadline is None:
             if row is not None:
                 row.status, row.check_at, row.updated_at = None, None, self.now
+                row.applied_order = c.order if c.order is not None else row.applied_order
                 self._resolve(row, Resolution.RETRACTED)
                 self._forget_if_quiet(row, watched)
             return
         if row is None:
-            watchable = c.status in (CaseStatus.PENDING, CaseStatus.DENOMINATOR)
-            if not watchable or c.deadline <= self.now - STALE_AFTER:
+            # Every clock case is watched, even one first seen settled: the row
+            # remembers the order applied, so that an older change arriving later (the
+            # pending state from before) is known to be older.
+            if c.deadline <= self.now - STALE_AFTER:
                 return
             row = watched[ident] = WatchedCase(
                 tenant_id=tenant_id,
@@ -208,6 +258,7 @@ class Rules:
                 deadline=c.deadline,
                 department=c.department or "",
                 updated_at=self.now,
+                first_seen_at=self.now,
             )
             self.session.add(row)
         row.department = c.department or row.department
@@ -215,14 +266,13 @@ class Rules:
         row.clock_start, row.clock_stop = c.clock_start, c.clock_stop
         row.deadline, row.at_risk_at = c.deadline, c.at_risk_at
         row.updated_at = self.now
+        if c.order is not None:
+            row.applied_order = c.order
         match c.status:
             case CaseStatus.PENDING:
                 self.decide(row)
             case CaseStatus.DENOMINATOR:
-                row.check_at = None
-                stopped_late = row.clock_stop is not None and row.clock_stop > row.deadline
-                if stopped_late or self.now >= row.deadline:
-                    self._breach(row)
+                self.decide_denominator(row)
             case CaseStatus.NUMERATOR:
                 row.check_at = None
                 alerted = row.at_risk_alert_id or row.breached_alert_id
@@ -237,18 +287,46 @@ class Rules:
         self._forget_if_quiet(row, watched)
 
     def decide(self, row: WatchedCase) -> None:
-        """A pending case at ``now``: fire what is due, and say when to look again."""
-        if self.now >= row.deadline:
+        """A pending case at ``now``: fire what is due, and say when to look again.
+        The breach waits ``grace`` after the deadline: documentation on its way may
+        still show the target met."""
+        due = self._breach_due(row)
+        if self.now >= due:
             self._breach(row)
             row.check_at = None
         elif row.at_risk_at is not None and self.now >= row.at_risk_at:
-            if row.at_risk_alert_id is None and row.breached_alert_id is None:
+            first_look = row.at_risk_alert_id is None and row.breached_alert_id is None
+            if first_look and self.now < row.deadline:
                 row.at_risk_alert_id = self._raise_case(AlertKind.CASE_AT_RISK, row)
-            row.check_at = row.deadline
+            row.check_at = due
         elif row.at_risk_at is not None and row.at_risk_alert_id is None:
             row.check_at = row.at_risk_at
         else:
-            row.check_at = row.deadline
+            row.check_at = due
+
+    def decide_denominator(self, row: WatchedCase) -> None:
+        """A case that did not meet its target: a stop documented after the deadline
+        is a breach now; a case decided by its deadline (no stop yet) waits the grace."""
+        stopped_late = row.clock_stop is not None and row.clock_stop > row.deadline
+        due = self._breach_due(row)
+        if stopped_late or self.now >= due:
+            self._breach(row)
+            row.check_at = None
+        elif self.now >= row.deadline:
+            row.check_at = due
+        else:
+            row.check_at = None
+
+    def tick(self, row: WatchedCase) -> None:
+        """The timer's look at a watched case whose ``check_at`` came."""
+        match row.status:
+            case CaseStatus.PENDING:
+                self.decide(row)
+            case CaseStatus.DENOMINATOR:
+                self.decide_denominator(row)
+            case _:
+                row.check_at = None
+        self._forget_if_quiet(row, None)
 
     def _breach(self, row: WatchedCase) -> None:
         if row.breached_alert_id is None:
@@ -260,15 +338,27 @@ class Rules:
             self.session, [row.at_risk_alert_id, row.breached_alert_id], resolution, self.now
         )
 
-    def _forget_if_quiet(self, row: WatchedCase, watched: dict[WatchKey, WatchedCase]) -> None:
-        if row.status == CaseStatus.PENDING:
+    def _forget_if_quiet(
+        self, row: WatchedCase, watched: dict[WatchKey, WatchedCase] | None
+    ) -> None:
+        """Drop a settled case that raised nothing, but not before ``STALE_AFTER`` past
+        its deadline: until then the row remembers the order it applied, so that an
+        older change arriving late cannot recreate it (after that, the backfill rule
+        ignores such a change anyway)."""
+        if row.status == CaseStatus.PENDING or row.check_at is not None:
             return
-        if not (row.at_risk_alert_id or row.breached_alert_id or row.resolved_alert_id):
-            del watched[(row.indicator, row.encounter_id, row.key)]
-            if row in self.session.new:
-                self.session.expunge(row)  # added in this batch, never written
-            else:
-                self.session.delete(row)
+        if row.at_risk_alert_id or row.breached_alert_id or row.resolved_alert_id:
+            return
+        forget_at = row.deadline + STALE_AFTER
+        if self.now < forget_at:
+            row.check_at = forget_at
+            return
+        if watched is not None:
+            watched.pop((row.indicator, row.encounter_id, row.key), None)
+        if row in self.session.new:
+            self.session.expunge(row)  # added in this batch, never written
+        else:
+            self.session.delete(row)
 
     def _raise_case(self, kind: AlertKind, row: WatchedCase) -> str:
         alert_id = new_id("alr")
@@ -384,7 +474,7 @@ def process(session: Session, runtime: Runtime, events: Sequence[OutboxEvent]) -
     loaded: dict[str, set[str]] = {}
     for event in events:
         month = rules.local_month(event.tenant_id)
-        changes = [Change.parse(raw) for raw in event.payload.get("changes", ())]
+        changes = [Change.parse(raw, event.id) for raw in event.payload.get("changes", ())]
         seen = loaded.setdefault(event.tenant_id, set())
         fresh = {c.encounter_id for c in changes} - seen
         view = watched.setdefault(event.tenant_id, {})
@@ -409,8 +499,5 @@ def decide_due(session: Session, runtime: Runtime, now: datetime) -> int:
     rows = repository.due_watched_cases(session, now, TIMER_BATCH)
     rules = Rules(session, runtime, now)
     for row in rows:
-        if row.status == CaseStatus.PENDING:
-            rules.decide(row)
-        else:
-            row.check_at = None
+        rules.tick(row)
     return len(rows)

@@ -7,11 +7,11 @@ private addresses) is checked in the service."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import httpx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from services.alerts.models import (
     Alert,
@@ -42,6 +42,36 @@ def _check_url(value: str) -> str:
     return value
 
 
+def _digest(value: object) -> object:
+    """``"PT1H"`` (ISO 8601) or a whole number of minutes."""
+    if isinstance(value, bool):
+        raise ValueError("digest: an ISO 8601 duration or minutes")
+    if isinstance(value, int):
+        return timedelta(minutes=value)
+    return value
+
+
+def _digest_range(value: timedelta) -> timedelta:
+    if not timedelta(minutes=1) <= value <= timedelta(hours=24):
+        raise ValueError("digest: between 1 minute and 24 hours")
+    if value.total_seconds() != int(value.total_seconds()):
+        raise ValueError("digest: whole seconds")
+    return value
+
+
+Digest = Annotated[timedelta, BeforeValidator(_digest), AfterValidator(_digest_range)]
+
+
+def format_duration(seconds: int | None) -> str | None:
+    """``3600`` → ``"PT1H"``, ``90`` → ``"PT1M30S"``."""
+    if seconds is None:
+        return None
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    parts = (f"{h}H" if h else "") + (f"{m}M" if m else "") + (f"{s}S" if s or not (h or m) else "")
+    return f"PT{parts}"
+
+
 WebhookURL = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_check_url)]
 Names = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1)]
 
@@ -56,6 +86,8 @@ class SubscriptionCreate(_Body):
     indicators: Names = Field(default_factory=lambda: [ALL])
     departments: Names = Field(default_factory=lambda: [ALL])
     description: str = Field(default="", max_length=500)
+    #: Send rate alerts as one ``rate.digest`` per department per interval.
+    digest: Digest | None = None
 
 
 class SubscriptionUpdate(_Body):
@@ -66,6 +98,8 @@ class SubscriptionUpdate(_Body):
     description: str | None = Field(default=None, max_length=500)
     #: ``true`` re-enables a subscription that a 410 Gone (or an admin) disabled.
     enabled: bool | None = None
+    #: ``null`` turns the digest off (waiting rate alerts go out in one last digest).
+    digest: Digest | None = None
 
 
 # -- responses: one place that says what a client sees ----------------------------------
@@ -86,6 +120,7 @@ def subscription_json(row: Subscription) -> dict[str, Any]:
         "description": row.description,
         "enabled": row.enabled,
         "disabled_reason": row.disabled_reason,
+        "digest": format_duration(row.digest_seconds),
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
     }

@@ -31,21 +31,24 @@ import base64
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
 from sqlalchemy.orm import Session
 
 from services.alerts import repository, targets
-from services.alerts.messages import ping_body
+from services.alerts.messages import digest_body, ping_body
 from services.alerts.models import (
+    DIGEST,
+    DIGESTED,
     PING,
     Alert,
     AlertKind,
     AlertStatus,
     Delivery,
     DeliveryStatus,
+    DigestItem,
     Resolution,
     Subscription,
 )
@@ -106,6 +109,10 @@ def _check_indicators(codes: list[str], catalogue: Catalogue) -> list[str]:
     return codes
 
 
+def _seconds(digest: timedelta | None) -> int | None:
+    return None if digest is None else int(digest.total_seconds())
+
+
 def _check_address(url: str, settings: Settings) -> None:
     """Refuse receivers the delivery would refuse, judged from the URL as written."""
     try:
@@ -135,6 +142,7 @@ def create_subscription(
         departments=_normalize(body.departments),
         description=body.description,
         enabled=True,
+        digest_seconds=_seconds(body.digest),
         created_at=now,
         updated_at=now,
     )
@@ -201,6 +209,8 @@ def update_subscription(
         row.departments = _normalize(body.departments)
     if body.description is not None:
         row.description = body.description
+    if "digest" in body.model_fields_set:
+        row.digest_seconds = _seconds(body.digest)
     if body.enabled is True and not row.enabled:
         row.enabled, row.disabled_reason = True, None
     elif body.enabled is False and row.enabled:
@@ -378,6 +388,17 @@ def raise_alert(
     for sub in repository.matching_subscriptions(
         session, tenant_id, new.kind.value, new.indicator, new.department
     ):
+        if sub.digest_seconds and new.kind.value in DIGESTED:
+            session.add(
+                DigestItem(
+                    tenant_id=tenant_id,
+                    subscription_id=sub.id,
+                    department=new.department,
+                    alert_id=alert_id,
+                    created_at=now,
+                )
+            )
+            continue
         enqueue(
             session,
             sub,
@@ -390,6 +411,36 @@ def raise_alert(
         )
     session.flush()
     return row
+
+
+def flush_digests(session: Session, *, settings: Settings, now: datetime) -> int:
+    """Send the digests that came due: for each (subscription, department), the rate
+    alerts collected since its oldest waiting one, once that one has waited the
+    subscription's interval. One ``rate.digest`` delivery each; returns how many."""
+    sent = 0
+    for sub, department, items in repository.due_digests(session, now):
+        rows = {a.id: a for a in repository.alerts_by_id(session, [i.alert_id for i in items])}
+        collected = [rows[i.alert_id] for i in items if i.alert_id in rows]
+        for item in items:
+            session.delete(item)
+        if not sub.enabled or sub.deleted_at is not None or not collected:
+            continue
+        webhook_id = new_id("dig")
+        enqueue(
+            session,
+            sub,
+            event_type=DIGEST,
+            webhook_id=webhook_id,
+            body=digest_body(
+                sub.tenant_id, sub.id, department, [a.payload for a in collected], now
+            ),
+            alert_id=None,
+            settings=settings,
+            now=now,
+        )
+        sent += 1
+    session.flush()
+    return sent
 
 
 def resolve_alerts(

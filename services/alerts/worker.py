@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from services.alerts import repository, rules
 from services.alerts.delivery import Dispatcher, deliver_due_once
-from services.alerts.service import DELIVERIES_TOPIC
+from services.alerts.service import DELIVERIES_TOPIC, flush_digests
 from shared.bus import Handler, OutboxConsumer, Topic, WorkerThread
 from shared.metrics import EVENTS_PROCESSED
 from shared.models import OutboxEvent
@@ -63,9 +63,16 @@ def run_timer_once(runtime: Runtime) -> int:
     # Look before taking the write lock: on SQLite every write transaction queues
     # behind ingest, and this runs twice a second.
     with runtime.read() as session:
-        if not repository.has_due_watched_cases(session, now):
-            return 0
-    return runtime.write_tx(lambda session: rules.decide_due(session, runtime, now))
+        cases = repository.has_due_watched_cases(session, now)
+        digests = repository.has_due_digests(session, now)
+    done = 0
+    if cases:
+        done += runtime.write_tx(lambda session: rules.decide_due(session, runtime, now))
+    if digests:
+        done += runtime.write_tx(
+            lambda session: flush_digests(session, settings=runtime.settings, now=now)
+        )
+    return done
 
 
 def drain(runtime: Runtime) -> int:

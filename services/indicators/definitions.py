@@ -559,6 +559,8 @@ class IndicatorDefinition(_Spec):
     unit: Literal["percent", "per_100", "per_1000", "per_10000"]
     target: float | None = Field(default=None, ge=0)
     min_cases: int = Field(default=10, ge=1)
+    #: How long after a deadline ``case.breached`` waits; None: the tenant's grace.
+    alert_grace: Duration | None = None
     valuesets: dict[str, ValueSetSpec] = Field(default_factory=dict)
     #: ``package.module:function`` registered with ``evaluator.custom_indicator``.
     custom: str | None = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")

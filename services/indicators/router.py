@@ -585,6 +585,9 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
         "timezone": tenant.timezone,
         "target_profile": tenant.target_profile,
         "catalogue": tenant.catalogue or CATALOGUE_YEARS[0],
+        "alert_grace": (
+            None if tenant.alert_grace_seconds is None else f"PT{tenant.alert_grace_seconds}S"
+        ),
     }
 
 
@@ -604,6 +607,9 @@ class TenantBody(BaseModel):
     #: A profile name (``GET /target-profiles``), or null for the national defaults.
     target_profile: str | None = None
     catalogue: Literal["2025", "2026"] | None = None
+    #: How long after a deadline ``case.breached`` waits (ISO 8601 duration, or
+    #: seconds); null: the deployment's ``QCPULSE_ALERT_GRACE``.
+    alert_grace: timedelta | None = Field(default=None, ge=timedelta(0), le=timedelta(hours=24))
 
 
 @router.put("/tenant")
@@ -622,4 +628,7 @@ def put_tenant(body: TenantBody, request: Request, principal: Admin) -> JSONResp
             tenant.target_profile = body.target_profile
         if "catalogue" in given and body.catalogue is not None:
             tenant.catalogue = body.catalogue
+        if "alert_grace" in given:
+            grace = body.alert_grace
+            tenant.alert_grace_seconds = None if grace is None else int(grace.total_seconds())
         return JSONResponse(tenant_json(tenant))

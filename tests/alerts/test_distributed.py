@@ -26,7 +26,7 @@ def test_cases_changed_through_nats_raises_the_alert(runtime, clock):
         "department": "radiology",
         "period_date": "2026-03-02",
         "clock_start": (deadline - timedelta(minutes=10)).isoformat(),
-        "clock_stop": None,
+        "clock_stop": (deadline + timedelta(minutes=2)).isoformat(),  # late: a breach now
         "deadline": deadline.isoformat(),
         "at_risk_at": None,
     }

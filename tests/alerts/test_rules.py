@@ -61,16 +61,20 @@ def test_a_case_that_comes_and_goes_in_one_batch_leaves_nothing(runtime, clock):
     gone = change(clock, None) | {"clock_start": None, "deadline": None, "at_risk_at": None}
     emit_all(runtime, [change(clock, "pending")], [gone])
     drain(runtime)
-    assert watched(runtime) == []
+    [row] = watched(runtime)  # remembers the order it applied, until a backfill
+    assert row.status is None and row.check_at == row.deadline + timedelta(hours=24)
     clock.advance(timedelta(hours=1))
     assert run_timer_once(runtime) == 0
     assert kinds(runtime) == []
+    clock.advance(timedelta(hours=24))
+    assert run_timer_once(runtime) == 1
+    assert watched(runtime) == []
 
 
 def test_excluded_resolves_silently(runtime, clock):
     emit_all(runtime, [change(clock, "pending")])
     drain(runtime)
-    clock.advance(timedelta(minutes=10))
+    clock.advance(timedelta(minutes=15))  # the deadline and its grace
     run_timer_once(runtime)
     assert kinds(runtime) == ["case.breached"]
     emit_all(runtime, [change(clock, "excluded")])
@@ -84,10 +88,11 @@ def test_excluded_resolves_silently(runtime, clock):
 def test_the_timer_fires_each_case_by_its_own_clock(runtime, clock):
     emit_all(
         runtime,
-        [change(clock, "pending", key=f"Observation/o{i}", minutes=10 + i) for i in range(3)],
+        [change(clock, "pending", key=f"Observation/o{i}", minutes=10 + 6 * i) for i in range(3)],
     )
     drain(runtime)
-    clock.advance(timedelta(minutes=9, seconds=30))  # 10 min after each clock start: o0 due
+    # o0's deadline and grace (9 + 5 min) have passed; o1's and o2's deadlines have not.
+    clock.advance(timedelta(minutes=14, seconds=30))
     assert run_timer_once(runtime) == 3  # all three are past their at-risk time
     assert kinds(runtime) == ["case.at_risk", "case.at_risk", "case.breached"]
     assert run_timer_once(runtime) == 0

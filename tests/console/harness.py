@@ -21,6 +21,7 @@ from qcpulse.loader import Poster, load
 from qcpulse.synth import HospitalConfig, generate
 from shared.auth import Role, create_key
 from shared.clock import utcnow
+from shared.models import Tenant
 from shared.runtime import Runtime
 from shared.settings import Settings
 
@@ -84,6 +85,10 @@ def start(db: Path, *, episodes: int = 400, days: int = 120, seed: int = 7) -> S
     with runtime.write() as session:
         _, reader = create_key(session, TENANT, Role.READER, name="console test reader")
         _, ingest = create_key(session, TENANT, Role.INGEST, name="console test feed")
+        # No grace after deadlines: the live-alert tests wait for a breach in seconds.
+        tenant = session.get(Tenant, TENANT)
+        assert tenant is not None
+        tenant.alert_grace_seconds = 0
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(

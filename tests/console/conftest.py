@@ -35,9 +35,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Server]
 
 @pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
-    # Fails, never skips, when the browser is missing: CI installs it (.ci/run).
+    # CI installs the browser and sets QCPULSE_REQUIRE_BROWSER (.ci/run): there a missing
+    # browser fails the run. A developer's machine with only Python skips these tests,
+    # saying why, so that the README's test command works there.
     if not Path(CHROMIUM).exists() and shutil.which(CHROMIUM) is None:
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium")
+        message = f"Chromium not found at {CHROMIUM}: apt-get install -y chromium"
+        if os.environ.get("QCPULSE_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,7 +18,13 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 def sends(
     episodes: int, days: float, *, seed: int = 7, start: datetime | None = None
 ) -> list[Send]:
-    start = start or datetime(2026, 1, 1, tzinfo=SHANGHAI)
+    """The synthetic hospital's feed over ``days`` ending now, as a live integration
+    engine sends it. A fixed past start would leave the feed's open stays open for
+    months by the server's clock, and a bed-day denominator (NIT-2026-V-B) would then
+    decide one case per day of them: a load no live feed produces, growing each day."""
+    if start is None:
+        now = datetime.now(SHANGHAI).replace(second=0, microsecond=0)
+        start = now - timedelta(days=days)
     config = HospitalConfig.for_episodes(episodes, days)
     return list(generate(config, start=start, days=days, seed=seed))
 

@@ -4,7 +4,9 @@
 Replays the synthetic feed through ``IngestUnit`` + ``process_bundle`` inside
 ``runtime.write_tx``, one transaction per Bundle, as ``POST /fhir`` does, without the
 HTTP edge and without the indicator workers. ``--resend`` replays it twice and measures
-the second pass (identical re-sends); ``--profile`` prints a cProfile summary.
+the second pass (identical re-sends); ``--pipeline`` also drains the indicator worker
+after every Bundle, as a single-process server does, so the profile includes the
+re-evaluation of the touched episodes; ``--profile`` prints a cProfile summary.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from bench import data
 from qcpulse.app import prepare
+from services.indicators.worker import drain
 from services.ingest.bundles import process_bundle
 from services.ingest.service import IngestUnit
 from shared.runtime import Runtime
@@ -32,6 +35,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--url", help="database URL (default: a temporary SQLite file)")
     parser.add_argument("--resend", action="store_true")
+    parser.add_argument("--pipeline", action="store_true", help="drain the indicator worker too")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     url = args.url or f"sqlite:///{tempfile.mkdtemp(prefix='qcpulse-replay-')}/replay.db"
@@ -50,6 +54,8 @@ def main() -> int:
                     IngestUnit(session, "H0001", tz, datetime.now(UTC)), b, max_entries=5000
                 )
             )
+            if args.pipeline:
+                drain(runtime)
 
     if args.resend:
         replay()

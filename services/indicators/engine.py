@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -74,18 +74,66 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _row_values(case: Case) -> dict[str, Any]:
+class StoredCase(NamedTuple):
+    """A stored case as a plain row: the diff reads hundreds per event, and ORM
+    instances cost more than the evaluation that decides them."""
+
+    indicator: str
+    encounter_id: str
+    key: str
+    department: str
+    status: str
+    period_date: date | None
+    clock_start: datetime | None
+    clock_stop: datetime | None
+    deadline: datetime | None
+    at_risk_at: datetime | None
+    decide_at: datetime | None
+    patient_id: str | None
+
+    @property
+    def values(self) -> tuple[Any, ...]:
+        return tuple(self[3:])
+
+
+#: The columns a case's decision writes, in :class:`StoredCase` order after the key.
+_VALUE_COLUMNS = StoredCase._fields[3:]
+_CASES: sa.Table = CaseRow.__table__  # type: ignore[assignment]
+_SELECT_CASES = sa.select(*(_CASES.c[name] for name in StoredCase._fields))
+_PK = ("tenant_id", "indicator", "encounter_id", "key")
+_UPDATE_CASE = (
+    sa.update(_CASES)
+    .where(*(_CASES.c[name] == sa.bindparam(f"k_{name}") for name in _PK))
+    .values({name: sa.bindparam(f"v_{name}") for name in (*_VALUE_COLUMNS, "updated_at")})
+)
+_DELETE_CASE = sa.delete(_CASES).where(
+    *(_CASES.c[name] == sa.bindparam(f"k_{name}") for name in _PK)
+)
+
+
+def _key_params(tenant_id: str, ident: tuple[str, str, str]) -> dict[str, str]:
+    indicator, encounter_id, key = ident
     return {
-        "department": case.department,
-        "status": case.status.value,
-        "period_date": case.period_date,
-        "clock_start": case.clock_start,
-        "clock_stop": case.clock_stop,
-        "deadline": case.deadline,
-        "at_risk_at": case.at_risk_at,
-        "decide_at": case.decide_at,
-        "patient_id": case.patient_id,
+        "k_tenant_id": tenant_id,
+        "k_indicator": indicator,
+        "k_encounter_id": encounter_id,
+        "k_key": key,
     }
+
+
+def _case_values(case: Case) -> tuple[Any, ...]:
+    """A case's decision in :data:`_VALUE_COLUMNS` order."""
+    return (
+        case.department,
+        case.status.value,
+        case.period_date,
+        case.clock_start,
+        case.clock_stop,
+        case.deadline,
+        case.at_risk_at,
+        case.decide_at,
+        case.patient_id,
+    )
 
 
 def _scope_locks(tenant_id: str, scope: Scope) -> set[str]:
@@ -114,10 +162,6 @@ def _file_units(session: Session, tenant_id: str, scope: Scope) -> None:
                 )
             elif (unit.root_id, unit.patient_id) != (chain.anchor, chain.patient_id):
                 unit.root_id, unit.patient_id = chain.anchor, chain.patient_id
-
-
-def _same(row: CaseRow, case: Case) -> bool:
-    return all(getattr(row, name) == value for name, value in _row_values(case).items())
 
 
 def load_code_map(session: Session, tenant_id: str) -> CodeMap:
@@ -306,47 +350,34 @@ class Evaluator:
         *,
         chains: Iterable[str] | None = None,
         patients: Iterable[str] | None = None,
-    ) -> dict[tuple[str, str, str], CaseRow]:
+    ) -> dict[tuple[str, str, str], StoredCase]:
         """The stored cases that the scope's expected cases replace. With ``chains`` and
         ``patients`` (as for :meth:`expected`), only theirs: episode-level cases and
         cases without a patient filed under those chains, and those patients' cases."""
-        rows: dict[tuple[str, str, str], CaseRow] = {}
+        rows: dict[tuple[str, str, str], StoredCase] = {}
+
+        def read(column: sa.Column[Any], ids: Iterable[str]) -> Iterable[StoredCase]:
+            for chunk in _chunks(sorted(ids)):
+                query = _SELECT_CASES.where(_CASES.c.tenant_id == tenant_id, column.in_(chunk))
+                for row in session.execute(query):
+                    yield StoredCase(*row)
+
         if chains is not None or patients is not None:
             wanted = set(chains or ())
-            ids = sorted({i for a, c in scope.chains.items() if a in wanted for i in c.ids})
-            for chunk in _chunks(ids):
-                for r in session.scalars(
-                    sa.select(CaseRow).where(
-                        CaseRow.tenant_id == tenant_id, CaseRow.encounter_id.in_(chunk)
-                    )
-                ):
-                    if r.patient_id is None or r.indicator not in self._patient_level:
-                        rows[(r.indicator, r.encounter_id, r.key)] = r
-            real = sorted(p for p in patients or () if not p.startswith("~"))
-            for chunk in _chunks(real):
-                for r in session.scalars(
-                    sa.select(CaseRow).where(
-                        CaseRow.tenant_id == tenant_id, CaseRow.patient_id.in_(chunk)
-                    )
-                ):
+            ids = {i for a, c in scope.chains.items() if a in wanted for i in c.ids}
+            for r in read(_CASES.c.encounter_id, ids):
+                if r.patient_id is None or r.indicator not in self._patient_level:
                     rows[(r.indicator, r.encounter_id, r.key)] = r
+            real = {p for p in patients or () if not p.startswith("~")}
+            for r in read(_CASES.c.patient_id, real):
+                rows[(r.indicator, r.encounter_id, r.key)] = r
             return rows
-        for chunk in _chunks(sorted(scope.encounter_ids)):
-            for r in session.scalars(
-                sa.select(CaseRow).where(
-                    CaseRow.tenant_id == tenant_id, CaseRow.encounter_id.in_(chunk)
-                )
-            ):
-                # A patient's case filed under one of these chains is the patient's to
-                # decide, and the patient is in scope whenever the chain is.
-                rows[(r.indicator, r.encounter_id, r.key)] = r
-        for chunk in _chunks(sorted(scope.patients)):
-            for r in session.scalars(
-                sa.select(CaseRow).where(
-                    CaseRow.tenant_id == tenant_id, CaseRow.patient_id.in_(chunk)
-                )
-            ):
-                rows[(r.indicator, r.encounter_id, r.key)] = r
+        # A patient's case filed under one of these chains is the patient's to decide,
+        # and the patient is in scope whenever the chain is.
+        for r in read(_CASES.c.encounter_id, scope.encounter_ids):
+            rows[(r.indicator, r.encounter_id, r.key)] = r
+        for r in read(_CASES.c.patient_id, scope.patients):
+            rows[(r.indicator, r.encounter_id, r.key)] = r
         return rows
 
     def reevaluate(
@@ -392,58 +423,67 @@ class Evaluator:
 
         deltas = Deltas()
         changes: list[CaseChange] = []
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
         for case in expected:
-            encounter_id = case.encounter_id
-            ident = (case.indicator, encounter_id, case.key)
+            ident = (case.indicator, case.encounter_id, case.key)
+            values = _case_values(case)
             row = stored.pop(ident, None)
-            if row is not None and _same(row, case):
+            if row is not None and row.values == values:
                 continue
             if row is None:
-                session.add(
-                    CaseRow(
-                        tenant_id=tenant_id,
-                        indicator=case.indicator,
-                        encounter_id=encounter_id,
-                        key=case.key,
-                        updated_at=now,
-                        **_row_values(case),
-                    )
+                inserts.append(
+                    {
+                        "tenant_id": tenant_id,
+                        "indicator": case.indicator,
+                        "encounter_id": case.encounter_id,
+                        "key": case.key,
+                        "updated_at": now,
+                        **dict(zip(_VALUE_COLUMNS, values, strict=True)),
+                    }
                 )
-                old_status, old_period, old_dept = None, None, None
             else:
-                old_status, old_period, old_dept = row.status, row.period_date, row.department
                 deltas.add(row.indicator, row.department, row.period_date, row.status, -1)
-                for name, value in _row_values(case).items():
-                    setattr(row, name, value)
-                row.updated_at = now
+                updates.append(
+                    {
+                        **_key_params(tenant_id, ident),
+                        "v_updated_at": now,
+                        **{f"v_{n}": v for n, v in zip(_VALUE_COLUMNS, values, strict=True)},
+                    }
+                )
             deltas.add(case.indicator, case.department, case.period_date, case.status, +1)
             changes.append(
                 CaseChange(
                     tenant_id,
                     case.indicator,
-                    encounter_id,
+                    case.encounter_id,
                     case.key,
-                    old_status,
+                    row.status if row else None,
                     case,
-                    old_period,
-                    old_dept,
+                    row.period_date if row else None,
+                    row.department if row else None,
                 )
             )
-        for (indicator, encounter_id, key), row in stored.items():
-            deltas.add(indicator, row.department, row.period_date, row.status, -1)
-            session.delete(row)
+        for row in stored.values():
+            deltas.add(row.indicator, row.department, row.period_date, row.status, -1)
             changes.append(
                 CaseChange(
                     tenant_id,
-                    indicator,
-                    encounter_id,
-                    key,
+                    row.indicator,
+                    row.encounter_id,
+                    row.key,
                     row.status,
                     None,
                     row.period_date,
                     row.department,
                 )
             )
+        if stored:
+            session.execute(_DELETE_CASE, [_key_params(tenant_id, i) for i in stored])
+        if updates:
+            session.execute(_UPDATE_CASE, updates)
+        if inserts:
+            session.execute(sa.insert(_CASES), inserts)
         _file_units(session, tenant_id, scope)
         session.flush()
         apply_deltas(session, tenant_id, deltas)

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import services.ingest as ingest
-from services.indicators.engine import CounterKey, Deltas, gather, load_code_map
+from services.indicators.engine import CounterKey, Deltas, StoredCase, gather, load_code_map
 from services.indicators.models import CaseRow, CounterRow, UnitRow
 from services.indicators.worker import drain, evaluator_for
 from shared.clinical import Case
@@ -48,7 +48,7 @@ def _tenants(runtime: Runtime) -> list[str]:
 def _compare_cases(
     tenant_id: str,
     expected: list[Case],
-    stored: dict[tuple[str, str, str], CaseRow],
+    stored: dict[tuple[str, str, str], StoredCase],
     report: VerifyReport,
     counts: Deltas,
 ) -> None:

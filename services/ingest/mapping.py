@@ -83,6 +83,18 @@ def reference_target(ref: Any) -> tuple[str, str] | None:
     return parts[-2], parts[-1]
 
 
+def link_targets(resource: Any) -> list[tuple[str, str]]:
+    """The resources a fact may join its episode through (a Communication ``about``
+    an Observation): its writer locks them too, so that it and a concurrent writer of
+    the target see each other's rows (docs/DECISIONS.md, "Late links")."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Communication":
+        return []
+    about = resource.get("about")
+    if not isinstance(about, list):
+        return []
+    return [t for ref in about if (t := reference_target(ref)) is not None]
+
+
 def reference_id(ref: Any, expected_type: str) -> str | None:
     target = reference_target(ref)
     if target is None or target[0] != expected_type:

@@ -9,7 +9,7 @@ transaction. It never commits: the edge does.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal, cast
@@ -179,17 +179,22 @@ class IngestUnit:
     _to_map: set[tuple[str, str]] = field(default_factory=set)
     #: Department code → label as stored (or as this unit wrote it).
     _departments: dict[str, str | None] = field(default_factory=dict)
+    #: Resource keys this unit holds the lock of (PostgreSQL; see :meth:`_lock`).
+    _locked: set[tuple[str, str]] = field(default_factory=set)
 
     # -- reading -----------------------------------------------------------------
 
-    def prefetch(self, keys: list[tuple[str, str]]) -> None:
+    def prefetch(
+        self, keys: Sequence[tuple[str, str]], *, links: Sequence[tuple[str, str]] = ()
+    ) -> None:
         """Load the current heads of ``keys`` in one query per type. Their facts,
         episodes and links are loaded together on the first write that needs any of
-        them, so a Bundle of identical re-sends costs one query per type."""
+        them, so a Bundle of identical re-sends costs one query per type. ``links``
+        (the entries' :func:`link_targets`) are locked with the keys, in one order."""
         missing = sorted({k for k in keys if k not in self._cache})
+        self._lock([*missing, *links])
         if not missing:
             return
-        repository.lock_keys(self.session, self.tenant_id, missing)
         found = repository.current_heads(self.session, self.tenant_id, missing)
         for key in missing:
             row = found.get(key)
@@ -213,9 +218,19 @@ class IngestUnit:
             for eid in encounters:
                 self._episodes[eid] = eid in existing
 
+    def _lock(self, keys: list[tuple[str, str]]) -> None:
+        """Hold each resource's lock (PostgreSQL) before reading what its writer
+        decides: writers of one resource queue, and a fact and the resource it links
+        through see each other's committed rows. A no-op on SQLite (one writer)."""
+        new = sorted(set(keys) - self._locked)
+        if new:
+            repository.lock_keys(self.session, self.tenant_id, new)
+            self._locked.update(new)
+
     def current(self, rtype: str, rid: str) -> Head | None:
         key = (rtype, rid)
         if key not in self._cache:
+            self._lock([key])
             row = repository.current_heads(self.session, self.tenant_id, [key]).get(key)
             self._cache[key] = Head(*row) if row is not None else None
         return self._cache[key]
@@ -229,6 +244,7 @@ class IngestUnit:
         self._patients.clear()
         self._to_map.clear()
         self._departments.clear()
+        self._locked.clear()  # a rolled-back savepoint released the locks taken in it
 
     def _fact(self, rtype: str, rid: str) -> _Fact | None:
         key = (rtype, rid)
@@ -436,6 +452,8 @@ class IngestUnit:
         encounter_id = mapped.encounter_id
         if encounter_id is None and mapped.link_ref is not None:
             target_type, _, target_id = mapped.link_ref.partition("/")
+            # Its writer may be committing now: wait for it, then read its link.
+            self._lock([(target_type, target_id)])
             target = self._fact(target_type, target_id)
             encounter_id = target.encounter_id if target is not None else None
         values = {

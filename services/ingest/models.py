@@ -107,3 +107,57 @@ class FactRow(Base):
     kind: Mapped[str] = mapped_column(sa.String(32))
     time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+
+
+class ImportJobRow(Base):
+    """A bulk import (``POST /fhir/$import``, ``qcpulse import``): its progress is
+    written in the same transaction as the lines it counts (services/ingest/bulk.py)."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (sa.Index("ix_import_jobs_status", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.String(64))
+    #: ``receiving`` (body still arriving), ``queued``, ``running``, ``completed``.
+    status: Mapped[str] = mapped_column(sa.String(16))
+    source: Mapped[str] = mapped_column(sa.String(400))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: Non-blank lines in the body, and the chunks they were stored in.
+    total_lines: Mapped[int] = mapped_column(sa.Integer, default=0)
+    total_chunks: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: The next chunk to apply; every chunk before it is committed.
+    next_chunk: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: The last physical line of the body that is committed (0: none yet).
+    last_line: Mapped[int] = mapped_column(sa.Integer, default=0)
+    lines: Mapped[int] = mapped_column(sa.Integer, default=0)
+    applied: Mapped[int] = mapped_column(sa.Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: The lease: which process works on the job, and until when (renewed per commit).
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ImportChunkRow(Base):
+    """Consecutive lines of a job's body, zlib-compressed; deleted once applied."""
+
+    __tablename__ = "import_chunks"
+
+    job_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    #: Physical line number (1-based) of the chunk's first line.
+    first_line: Mapped[int] = mapped_column(sa.Integer)
+    line_count: Mapped[int] = mapped_column(sa.Integer)
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class ImportErrorRow(Base):
+    """A line that was not applied, with the OperationOutcome that says why."""
+
+    __tablename__ = "import_errors"
+
+    job_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    line: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSONDoc)

@@ -1,20 +1,50 @@
-"""FHIR R4 MeasureReport (summary) for one indicator and period."""
+"""FHIR R4 MeasureReport (summary, or subject-list) for one indicator and period."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
 
 from services.indicators import queries
 from services.indicators.definitions import IndicatorDefinition
 
 POPULATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
 MEASURE_BASE = "https://qcpulse.org/fhir/Measure"
+IMPROVEMENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-improvement-notation"
+EMPTY_REASON = "http://terminology.hl7.org/CodeSystem/list-empty-reason"
+
+
+def improvement_code(defn: IndicatorDefinition) -> str:
+    return "increase" if defn.direction == "higher_is_better" else "decrease"
 
 
 def _population(code: str, count: int) -> dict[str, Any]:
     return {"code": {"coding": [{"system": POPULATION_SYSTEM, "code": code}]}, "count": count}
+
+
+def tenant_report(
+    session: Session,
+    defn: IndicatorDefinition,
+    tenant_id: str,
+    start: date,
+    end: date,
+    tz: ZoneInfo,
+    departments: Sequence[str] | None,
+    *,
+    department: str | None,
+    generated: datetime,
+) -> dict[str, Any]:
+    """The summary report of a tenant's counters (``departments``: the departments
+    counted, None for all; ``department``: the one asked for, named in the report)."""
+    shape = queries.shape_of(defn)
+    total = queries.totals_for(session, tenant_id, shape, start, end, departments)
+    return measure_report(
+        defn, shape, tenant_id, start, end, tz, total, department=department, generated=generated
+    )
 
 
 def measure_report(
@@ -69,12 +99,7 @@ def measure_report(
             "end": period_end.isoformat(),
         },
         "improvementNotation": {
-            "coding": [
-                {
-                    "system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
-                    "code": "increase" if defn.direction == "higher_is_better" else "decrease",
-                }
-            ]
+            "coding": [{"system": IMPROVEMENT_SYSTEM, "code": improvement_code(defn)}]
         },
         "group": [group],
     }
@@ -86,3 +111,33 @@ def measure_report(
             }
         ]
     return report
+
+
+def subject_list_report(
+    summary: dict[str, Any], lists: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    """The summary report as ``type: subject-list``: each population refers to a
+    contained ``List`` of its subjects (``lists``: population code → ``List.entry``).
+    The counts stay the summary's, so that the two reports agree."""
+    report = {**summary, "type": "subject-list", "contained": []}
+    group = {**summary["group"][0], "population": []}
+    for population in summary["group"][0]["population"]:
+        code = population["code"]["coding"][0]["code"]
+        report["contained"].append(
+            {
+                "resourceType": "List",
+                "id": code,
+                "status": "current",
+                "mode": "snapshot",
+                "title": f"{code} subjects",
+                **(
+                    {"entry": lists[code]}
+                    if lists.get(code)
+                    else {"emptyReason": {"coding": [{"system": EMPTY_REASON, "code": "nilknown"}]}}
+                ),
+            }
+        )
+        group["population"].append({**population, "subjectResults": {"reference": f"#{code}"}})
+    report["group"] = [group]
+    # ``contained`` sits before ``extension`` and ``status``, as FHIR orders elements.
+    return {k: report[k] for k in ("resourceType", "id", "contained", *summary) if k in report}

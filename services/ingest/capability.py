@@ -6,6 +6,33 @@ from typing import Any
 
 from services.ingest.mapping import MAPPED_TYPES
 
+#: The indicator definitions as read-only Measures (services/indicators/measure_router.py).
+MEASURE: dict[str, Any] = {
+    "type": "Measure",
+    "interaction": [{"code": "read"}, {"code": "search-type"}],
+    "searchParam": [
+        {"name": name, "type": kind}
+        for name, kind in (
+            ("_id", "token"),
+            ("url", "uri"),
+            ("name", "string"),
+            ("title", "string"),
+            ("status", "token"),
+            ("version", "token"),
+        )
+    ],
+    "operation": [
+        {
+            "name": "evaluate-measure",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Measure-evaluate-measure",
+            "documentation": (
+                "reportType summary or subject-list; periodStart and periodEnd dates; "
+                "department (qcpulse) narrows to one department"
+            ),
+        }
+    ],
+}
+
 
 def capability_statement() -> dict[str, Any]:
     interactions = [
@@ -41,7 +68,8 @@ def capability_statement() -> dict[str, Any]:
                         "interaction": interactions,
                     }
                     for rtype in sorted(MAPPED_TYPES)
-                ],
+                ]
+                + [MEASURE],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}],
             }
         ],

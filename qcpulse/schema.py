@@ -15,6 +15,7 @@ import services.hl7v2.models
 import services.indicators.manual
 import services.indicators.models
 import services.ingest.models
+import services.regions.models
 import shared.models
 from shared.db import Base
 
@@ -26,6 +27,7 @@ _MODEL_MODULES = (
     services.indicators.manual,
     services.alerts.models,
     services.hl7v2.models,
+    services.regions.models,
 )
 
 metadata = Base.metadata

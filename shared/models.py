@@ -32,7 +32,9 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id"), index=True)
+    #: The key's tenant; for a region role (``region-reader``), its region's id
+    #: (``services/regions``), hence no foreign key to ``tenants``.
+    tenant_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     role: Mapped[str] = mapped_column(sa.String(16))
     name: Mapped[str] = mapped_column(sa.String(200), default="")
     #: SHA-256 of the whole key. Keys are 256-bit random, so a slow hash adds nothing.

@@ -14,6 +14,7 @@ import pytest
 
 from shared.auth import Role
 from shared.clock import utcnow
+from tests.console import harness
 from tests.console.conftest import axe_violations, sign_in
 
 CHART = "echarts.getInstanceByDom(document.querySelector('#control-chart'))"
@@ -426,6 +427,36 @@ class TestManualAndReport:
         assert page.locator("#topbar").is_hidden()
 
 
+class TestBulletin:
+    def test_the_bulletin_page_shows_its_table_and_downloads_both_files(self, page, server, api):
+        from io import BytesIO
+
+        from openpyxl import load_workbook
+
+        sign_in(page, server)
+        page.get_by_role("link", name="质量月刊").click()
+        month = page.get_by_label("月份").input_value()
+        bulletin = api.get(f"/api/v1/bulletins/{month}").json()
+        with_data = [i for i in bulletin["indicators"] if i["denominator"] > 0]
+        assert with_data, "the seeded hospital has no indicator last month"
+        table = page.locator(".table-wrap").first
+        table.locator("tbody tr").first.wait_for()
+        assert table.locator("tbody tr").count() == len(with_data)
+        first = with_data[0]
+        row = table.locator("tbody tr", has_text=first["code"]).first
+        assert f"{first['numerator']}" in row.inner_text()
+        with page.expect_download() as info:
+            page.get_by_role("button", name="下载 Excel (XLSX)").click()
+        download = info.value
+        assert download.suggested_filename == f"qcpulse-bulletin-{harness.TENANT}-{month}.xlsx"
+        book = load_workbook(BytesIO(Path(download.path()).read_bytes()))
+        assert book.sheetnames[0] == "指标 Indicators"
+        with page.expect_download() as info:
+            page.get_by_role("button", name="下载 PDF").click()
+        assert Path(info.value.path()).read_bytes()[:5] == b"%PDF-"
+        page.get_by_role("status").filter(has_text="已下载").wait_for()
+
+
 class TestAccessibility:
     def test_keyboard_only_sign_in_and_navigation(self, page, server):
         page.goto(server.url + "/")
@@ -448,7 +479,7 @@ class TestAccessibility:
         page.wait_for_selector("#control-chart")
 
     @pytest.mark.parametrize(
-        "where", ["signin", "overview", "indicator", "cases", "alerts", "report"]
+        "where", ["signin", "overview", "indicator", "cases", "alerts", "report", "bulletin"]
     )
     def test_no_serious_axe_violations(self, page, server, busiest, where):
         if where == "signin":
@@ -462,6 +493,7 @@ class TestAccessibility:
                 "cases": f"#/cases/{busiest}",
                 "alerts": "#/alerts",
                 "report": "#/report",
+                "bulletin": "#/bulletin",
             }[where]
             page.goto(f"{server.url}/{target}")
             page.wait_for_selector("table.data tbody tr")

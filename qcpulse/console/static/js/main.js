@@ -14,6 +14,7 @@ import * as timeline from "./views/timeline.js";
 import * as alerts from "./views/alerts.js";
 import * as manual from "./views/manual.js";
 import * as report from "./views/report.js";
+import * as bulletin from "./views/bulletin.js";
 import * as signin from "./views/signin.js";
 
 const ROUTES = [
@@ -24,6 +25,7 @@ const ROUTES = [
   [/^\/alerts$/, alerts],
   [/^\/manual$/, manual],
   [/^\/report$/, report],
+  [/^\/bulletin$/, bulletin],
 ];
 
 const main = document.getElementById("main");
@@ -63,7 +65,7 @@ function topbar() {
   document.getElementById("dialog-close").textContent = t("close");
   if (!signedIn) return;
   const { path } = parseHash();
-  const links = [["/", "navOverview"], ["/alerts", "navAlerts"], ["/report", "navReport"]];
+  const links = [["/", "navOverview"], ["/alerts", "navAlerts"], ["/report", "navReport"], ["/bulletin", "navBulletin"]];
   if (ctx.session.permissions.includes("manual")) links.splice(2, 0, ["/manual", "navManual"]);
   clear(document.getElementById("nav"),
     links.map(([href, key]) => h("a", { href: `#${href}`, "aria-current": path === href ? "page" : null }, t(key))),

@@ -14,6 +14,7 @@ A handler may add to the row's ``detail`` by setting ``request.state.audit_detai
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -21,13 +22,14 @@ import sqlalchemy as sa
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from shared.auth import Principal
 from shared.errors import InternalError, InvalidInputError
 from shared.http import JSONResponse, get_runtime, render_error, require
 from shared.models import AuditEntry
+from shared.openapi import problems
 
 log = structlog.get_logger(__name__)
 
@@ -41,9 +43,15 @@ AUDITED: dict[tuple[str, str], str] = {
     ("GET", "/fhir/{rtype}/{rid}/_history"): "read",
     ("GET", "/fhir/{rtype}/{rid}/_history/{vid}"): "read",
     ("GET", "/api/v1/indicators/{code}/cases"): "read",
+    # reportType=subject-list lists patients and episodes (docs/MEASURES.md).
+    ("GET", "/fhir/Measure/{code}/$evaluate-measure"): "read",
+    ("POST", "/fhir/Measure/{code}/$evaluate-measure"): "read",
+    ("GET", "/fhir/Measure/$evaluate-measure"): "read",
+    ("POST", "/fhir/Measure/$evaluate-measure"): "read",
     ("GET", "/api/v1/data-quality"): "read",
     ("GET", "/console/api/timeline"): "read",
     ("POST", "/api/v1/keys"): "create",
+    ("DELETE", "/api/v1/keys/{key_id}"): "delete",
     ("POST", "/api/v1/subscriptions"): "create",
     ("PATCH", "/api/v1/subscriptions/{sub_id}"): "update",
     ("DELETE", "/api/v1/subscriptions/{sub_id}"): "delete",
@@ -129,6 +137,23 @@ async def audit_middleware(
     return response
 
 
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    #: The id of the key that made the request, never its secret.
+    key: str
+    role: str
+    action: str
+    resource: str
+    detail: dict[str, Any]
+    client: str | None
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntryOut]
+    next_cursor: str | None
+
+
 def entry_json(row: AuditEntry) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -142,7 +167,7 @@ def entry_json(row: AuditEntry) -> dict[str, Any]:
     }
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=AuditPage, responses=problems(400))
 def list_audit(
     request: Request,
     principal: Admin,

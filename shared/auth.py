@@ -24,6 +24,9 @@ class Role(enum.StrEnum):
     INGEST = "ingest"
     READER = "reader"
     ADMIN = "admin"
+    #: A regional quality-control centre's key: aggregates of its region's members only
+    #: (``services/regions``); its ``tenant_id`` is the region's id.
+    REGION_READER = "region-reader"
 
 
 #: What each role may do. ``fhir:write`` is posting data; ``api:read`` the indicator
@@ -33,7 +36,12 @@ PERMISSIONS: dict[Role, frozenset[str]] = {
     Role.INGEST: frozenset({"fhir:write", "fhir:read"}),
     Role.READER: frozenset({"fhir:read", "api:read"}),
     Role.ADMIN: frozenset({"fhir:write", "fhir:read", "api:read", "admin", "manual"}),
+    # No tenant permission: every tenant route answers 403 to a region key.
+    Role.REGION_READER: frozenset({"region:read"}),
 }
+
+#: Roles whose key belongs to a region, not to a tenant.
+REGION_ROLES = frozenset({Role.REGION_READER})
 
 #: Permissions a key may be granted beyond its role's, and the roles that may hold them.
 GRANTABLE: dict[str, frozenset[Role]] = {"manual": frozenset({Role.READER, Role.ADMIN})}
@@ -81,6 +89,8 @@ def create_key(
     """Create a key (or register the given secret) and return the row and the secret.
     ``permissions`` are granted beyond the role's; each must be one the role may hold
     (``GRANTABLE``), else ValueError."""
+    if role in REGION_ROLES:
+        raise ValueError(f"a '{role}' key belongs to a region: services.regions creates it")
     if session.get(Tenant, tenant_id) is None:
         raise ForbiddenError(f"unknown tenant '{tenant_id}'")
     for permission in permissions or ():

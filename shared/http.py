@@ -11,7 +11,10 @@ import structlog
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse as StarletteJSONResponse
+from starlette.routing import compile_path
 
 from shared.auth import Principal, authenticate
 from shared.errors import (
@@ -31,7 +34,10 @@ FHIR_JSON = "application/fhir+json"
 PROBLEM_JSON = "application/problem+json"
 
 
-class JSONResponse(Response):
+class JSONResponse(StarletteJSONResponse):
+    """JSON by orjson. A Starlette ``JSONResponse`` so that FastAPI documents a route's
+    ``response_model`` as its body (it documents other response classes as a string)."""
+
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
@@ -119,7 +125,24 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     response = render_error(request, error)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
+    if exc.status_code == 405:
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
     return response
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the path's routes. Starlette's 405 names only the first route that
+    matched the path, and each method is a route of its own here. A literal path
+    (``/fhir/metadata``) is its own resource: the templates it also matches
+    (``/fhir/{rtype}``) do not count."""
+    literal: set[str] = set()
+    templated: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        route_methods = getattr(context, "methods", None)
+        path = context.path
+        if route_methods and path and compile_path(path)[0].match(request.url.path):
+            (literal if path == request.url.path else templated).update(route_methods)
+    return sorted(literal or templated)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""Key management endpoints (admin)."""
+"""Key management endpoints (admin): create, list and revoke the tenant's keys."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from shared.auth import Principal, Role, create_key
-from shared.errors import UnprocessableError
+from shared.errors import ConflictError, NotFoundError, UnprocessableError
 from shared.http import JSONResponse, get_runtime, require
 from shared.models import ApiKey
+from shared.openapi import problems
 
 router = APIRouter(prefix="/api/v1")
 
@@ -30,6 +32,41 @@ class KeyCreate(BaseModel):
     #: From this moment on the key answers 401; it must be in the future and carry a
     #: UTC offset. Omit for a key that never expires.
     expires_at: AwareDatetime | None = None
+
+
+KeyRole = Literal["ingest", "reader", "admin"]
+
+
+class KeyCreated(BaseModel):
+    """The answer to ``POST /keys``: the only time ``key`` (the secret) is shown."""
+
+    id: str
+    key: str
+    role: KeyRole
+    tenant: str
+    name: str
+    departments: list[str] | None
+    permissions: list[str]
+    expires_at: datetime | None
+
+
+class KeyOut(BaseModel):
+    """A key as listed: never its secret nor its hash."""
+
+    id: str
+    role: KeyRole
+    tenant: str
+    name: str
+    departments: list[str] | None
+    permissions: list[str]
+    created_at: datetime | None
+    expires_at: datetime | None
+    expired: bool
+    revoked_at: datetime | None
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -52,7 +89,7 @@ def key_json(row: ApiKey, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.post("/keys", status_code=201)
+@router.post("/keys", status_code=201, response_model=KeyCreated, responses=problems())
 def create(body: KeyCreate, request: Request, principal: Admin) -> JSONResponse:
     runtime = get_runtime(request)
     if body.permissions and body.role == "ingest":
@@ -93,7 +130,7 @@ def create(body: KeyCreate, request: Request, principal: Admin) -> JSONResponse:
     )
 
 
-@router.get("/keys")
+@router.get("/keys", response_model=KeyList, responses=problems())
 def list_keys(request: Request, principal: Admin) -> JSONResponse:
     """The tenant's keys, oldest first, revoked and expired ones included."""
     runtime = get_runtime(request)
@@ -105,3 +142,27 @@ def list_keys(request: Request, principal: Admin) -> JSONResponse:
             .order_by(ApiKey.created_at, ApiKey.id)
         ).all()
         return JSONResponse({"keys": [key_json(row, now) for row in rows]})
+
+
+@router.delete(
+    "/keys/{key_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(404, 409),
+)
+def revoke(key_id: str, request: Request, principal: Admin) -> Response:
+    """Revoke one of the tenant's keys: from the next request on it answers 401. Another
+    tenant's key, or an unknown id, is answered 404; a key cannot revoke itself (409: it
+    would lock its holder out mid-session, and a tenant out of its last admin key).
+    Revoking a revoked key again changes nothing (204; ``revoked_at`` stays the first)."""
+    runtime = get_runtime(request)
+    if key_id == principal.key_id:
+        raise ConflictError("a key cannot revoke itself: use another admin key")
+    with runtime.write() as session:
+        row = session.get(ApiKey, key_id)
+        if row is None or row.tenant_id != principal.tenant_id:
+            raise NotFoundError(f"no key '{key_id}'")
+        if row.revoked_at is None:
+            row.revoked_at = runtime.clock.now()
+        request.state.audit_detail = {"id": row.id, "role": row.role}
+    return Response(status_code=204)

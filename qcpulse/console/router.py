@@ -21,17 +21,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
 
 import services.ingest as ingest
 from shared.auth import Principal
 from shared.errors import NotFoundError
 from shared.http import JSONResponse, get_runtime, require
 from shared.models import Tenant
+from shared.openapi import problems
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = "/console/static"
 
-router = APIRouter(include_in_schema=False)
+#: The page, its assets and the API docs are not API: only the two ``/console/api``
+#: reads are in ``/openapi.json``.
+router = APIRouter()
 
 Reader = Annotated[Principal, Depends(require("api:read"))]
 
@@ -78,17 +82,17 @@ def _serve(request: Request, relative: str) -> Response:
     return Response(asset.body, media_type=media_type, headers=headers)
 
 
-@router.get("/")
+@router.get("/", include_in_schema=False)
 def index(request: Request) -> Response:
     return _serve(request, "index.html")
 
 
-@router.get(ASSETS + "/{path:path}")
+@router.get(ASSETS + "/{path:path}", include_in_schema=False)
 def static(path: str, request: Request) -> Response:
     return _serve(request, path)
 
 
-@router.get("/docs")
+@router.get("/docs", include_in_schema=False)
 def swagger_ui() -> HTMLResponse:
     return get_swagger_ui_html(
         openapi_url="/openapi.json",
@@ -99,7 +103,7 @@ def swagger_ui() -> HTMLResponse:
     )
 
 
-@router.get("/redoc")
+@router.get("/redoc", include_in_schema=False)
 def redoc() -> HTMLResponse:
     return get_redoc_html(
         openapi_url="/openapi.json",
@@ -110,11 +114,58 @@ def redoc() -> HTMLResponse:
     )
 
 
+class DepartmentOut(BaseModel):
+    code: str
+    name: str | None
+
+
+class SessionOut(BaseModel):
+    tenant: str
+    tenant_name: str
+    timezone: str
+    role: str
+    key_id: str
+    departments: list[str] | None
+    permissions: list[str]
+    department_list: list[DepartmentOut]
+
+
+class CodingOut(BaseModel):
+    system: str | None
+    code: str | None
+
+
+class FactOut(BaseModel):
+    resource: str
+    kind: str
+    status: str | None
+    time: datetime | None
+    end_time: datetime | None
+    issued: datetime | None
+    codes: list[CodingOut]
+    value: Any = None
+    unit: str | None
+
+
+class TimelineOut(BaseModel):
+    episode: str
+    patient: str | None
+    department: str | None
+    department_name: str | None
+    class_: str | None = Field(alias="class")
+    status: str | None
+    arrival: datetime | None
+    discharge: datetime | None
+    facts: list[FactOut]
+
+
 # The two reads below belong to the console; they live under /console/api so that the
 # public /api/v1 contract stays as documented. Both honour the key's department limit.
 
 
-@router.get("/console/api/session")
+@router.get(
+    "/console/api/session", tags=["console"], response_model=SessionOut, responses=problems()
+)
 def session_info(request: Request, principal: Reader) -> JSONResponse:
     """Who the key is: its role, its departments (null: all), its tenant's time zone,
     and the departments it may choose from."""
@@ -143,7 +194,12 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-@router.get("/console/api/timeline")
+@router.get(
+    "/console/api/timeline",
+    tags=["console"],
+    response_model=TimelineOut,
+    responses=problems(404),
+)
 def timeline(
     request: Request,
     principal: Reader,

@@ -15,10 +15,21 @@ from starlette.concurrency import run_in_threadpool
 
 from services.alerts import service
 from services.alerts.models import AlertStatus, DeliveryStatus
-from services.alerts.schemas import SubscriptionCreate, SubscriptionUpdate
+from services.alerts.schemas import (
+    AlertOut,
+    AlertPage,
+    DeliveryOut,
+    DeliveryPage,
+    SubscriptionCreate,
+    SubscriptionCreated,
+    SubscriptionList,
+    SubscriptionOut,
+    SubscriptionUpdate,
+)
 from services.indicators import catalogue_for
 from shared.auth import Principal
 from shared.http import JSONResponse, get_runtime, require
+from shared.openapi import body, problems
 
 router = APIRouter(prefix="/api/v1")
 
@@ -27,7 +38,12 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-@router.post("/subscriptions", status_code=201)
+@router.post(
+    "/subscriptions",
+    status_code=201,
+    response_model=SubscriptionCreated,
+    responses=problems(400),
+)
 def create_subscription(
     body: SubscriptionCreate, request: Request, principal: Admin
 ) -> JSONResponse:
@@ -44,19 +60,21 @@ def create_subscription(
     return JSONResponse(out, status_code=201)
 
 
-@router.get("/subscriptions")
+@router.get("/subscriptions", response_model=SubscriptionList, responses=problems())
 def list_subscriptions(request: Request, principal: Admin) -> JSONResponse:
     with get_runtime(request).read() as session:
         return JSONResponse(service.list_subscriptions(session, principal.tenant_id))
 
 
-@router.get("/subscriptions/{sub_id}")
+@router.get("/subscriptions/{sub_id}", response_model=SubscriptionOut, responses=problems(404))
 def get_subscription(sub_id: str, request: Request, principal: Admin) -> JSONResponse:
     with get_runtime(request).read() as session:
         return JSONResponse(service.get_subscription(session, principal.tenant_id, sub_id))
 
 
-@router.patch("/subscriptions/{sub_id}")
+@router.patch(
+    "/subscriptions/{sub_id}", response_model=SubscriptionOut, responses=problems(400, 404)
+)
 def update_subscription(
     sub_id: str, body: SubscriptionUpdate, request: Request, principal: Admin
 ) -> JSONResponse:
@@ -74,7 +92,12 @@ def update_subscription(
     return JSONResponse(out)
 
 
-@router.delete("/subscriptions/{sub_id}", status_code=204)
+@router.delete(
+    "/subscriptions/{sub_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problems(404),
+)
 def delete_subscription(sub_id: str, request: Request, principal: Admin) -> Response:
     runtime = get_runtime(request)
     with runtime.write() as session:
@@ -82,7 +105,12 @@ def delete_subscription(sub_id: str, request: Request, principal: Admin) -> Resp
     return Response(status_code=204)
 
 
-@router.post("/subscriptions/{sub_id}/test", status_code=202)
+@router.post(
+    "/subscriptions/{sub_id}/test",
+    status_code=202,
+    response_model=DeliveryOut,
+    responses=problems(404, 409),
+)
 def test_subscription(sub_id: str, request: Request, principal: Admin) -> JSONResponse:
     runtime = get_runtime(request)
     with runtime.write() as session:
@@ -96,7 +124,11 @@ def test_subscription(sub_id: str, request: Request, principal: Admin) -> JSONRe
     return JSONResponse(out, status_code=202)
 
 
-@router.get("/subscriptions/{sub_id}/deliveries")
+@router.get(
+    "/subscriptions/{sub_id}/deliveries",
+    response_model=DeliveryPage,
+    responses=problems(404),
+)
 def list_deliveries(
     sub_id: str,
     request: Request,
@@ -113,13 +145,18 @@ def list_deliveries(
         )
 
 
-@router.get("/deliveries/{delivery_id}")
+@router.get("/deliveries/{delivery_id}", response_model=DeliveryOut, responses=problems(404))
 def get_delivery(delivery_id: str, request: Request, principal: Admin) -> JSONResponse:
     with get_runtime(request).read() as session:
         return JSONResponse(service.get_delivery(session, principal.tenant_id, delivery_id))
 
 
-@router.post("/deliveries/{delivery_id}/retry", status_code=202)
+@router.post(
+    "/deliveries/{delivery_id}/retry",
+    status_code=202,
+    response_model=DeliveryOut,
+    responses=problems(404, 409),
+)
 def retry_delivery(delivery_id: str, request: Request, principal: Admin) -> JSONResponse:
     runtime = get_runtime(request)
     with runtime.write() as session:
@@ -133,7 +170,7 @@ def retry_delivery(delivery_id: str, request: Request, principal: Admin) -> JSON
     return JSONResponse(out, status_code=202)
 
 
-@router.get("/alerts")
+@router.get("/alerts", response_model=AlertPage, responses=problems())
 def list_alerts(
     request: Request,
     principal: Reader,
@@ -162,7 +199,14 @@ STREAM_POLL_SECONDS = 1.0
 STREAM_KEEPALIVE_SECONDS = 15.0
 
 
-@router.get("/alerts/stream", response_class=StreamingResponse)
+@router.get(
+    "/alerts/stream",
+    response_class=StreamingResponse,
+    responses={
+        **body(200, "text/event-stream", "server-sent events: `alerts` with the list"),
+        **problems(),
+    },
+)
 async def stream_alerts(
     request: Request,
     principal: Reader,
@@ -210,13 +254,13 @@ async def stream_alerts(
     )
 
 
-@router.get("/alerts/{alert_id}")
+@router.get("/alerts/{alert_id}", response_model=AlertOut, responses=problems(404))
 def get_alert(alert_id: str, request: Request, principal: Reader) -> JSONResponse:
     with get_runtime(request).read() as session:
         return JSONResponse(service.get_alert(session, principal, alert_id))
 
 
-@router.post("/alerts/{alert_id}/ack")
+@router.post("/alerts/{alert_id}/ack", response_model=AlertOut, responses=problems(404, 409))
 def acknowledge(alert_id: str, request: Request, principal: Reader) -> JSONResponse:
     runtime = get_runtime(request)
     with runtime.write() as session:

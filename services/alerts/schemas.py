@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from services.alerts.models import (
     Alert,
     AlertKind,
+    AlertStatus,
     Delivery,
     DeliveryAttempt,
     DeliveryStatus,
@@ -178,3 +179,88 @@ def delivery_json(row: Delivery, attempts: Sequence[DeliveryAttempt]) -> dict[st
         "last_error": row.last_error,
         "attempts": [attempt_json(a) for a in attempts],
     }
+
+
+# -- response models: what ``/openapi.json`` says of the dicts above -------------------
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    url: str
+    events: list[EventName]
+    indicators: list[str]
+    departments: list[str]
+    description: str
+    enabled: bool
+    disabled_reason: str | None
+    #: ISO 8601 duration (``"PT1H"``); null: rate alerts are sent one by one.
+    digest: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class SubscriptionCreated(SubscriptionOut):
+    #: The signing secret (``whsec_…``): shown once, here.
+    secret: str
+
+
+class SubscriptionList(BaseModel):
+    subscriptions: list[SubscriptionOut]
+
+
+class AttemptOut(BaseModel):
+    number: int
+    at: datetime | None
+    outcome: str
+    status_code: int | None
+    latency_ms: float | None
+    error: str | None
+    next_retry_at: datetime | None
+
+
+class DeliveryOut(BaseModel):
+    id: str
+    subscription_id: str
+    alert_id: str | None
+    type: str
+    webhook_id: str
+    status: DeliveryStatus
+    attempt_count: int
+    next_attempt_at: datetime | None
+    retry_until: datetime | None
+    created_at: datetime | None
+    finished_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    attempts: list[AttemptOut]
+
+
+class DeliveryPage(BaseModel):
+    deliveries: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class AlertOut(BaseModel):
+    id: str
+    type: AlertKind
+    status: AlertStatus
+    tenant: str
+    indicator: str
+    department: str | None
+    episode: str | None
+    #: The case's clock (``case.*`` alerts), else null.
+    case: dict[str, Any] | None
+    #: The rate and its limits (``rate.*`` alerts), else null.
+    rate: dict[str, Any] | None
+    #: ``{"zh": …, "en": …}``
+    message: dict[str, str]
+    created_at: datetime | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    resolved_at: datetime | None
+    resolution: str | None
+
+
+class AlertPage(BaseModel):
+    alerts: list[AlertOut]
+    next_cursor: str | None

@@ -24,6 +24,7 @@ from shared.errors import (
     UnsupportedMediaTypeError,
 )
 from shared.http import get_runtime, require
+from shared.openapi import body, problems
 
 router = APIRouter()
 api_router = APIRouter(prefix="/api/v1/hl7")
@@ -46,7 +47,21 @@ def _source_out(row: HL7Source) -> SourceOut:
     )
 
 
-@router.post("/hl7v2", response_class=Response)
+@router.post(
+    "/hl7v2",
+    response_class=Response,
+    responses={
+        **body(200, ER7, "the message's ACK (AA, AE or AR), in the message's charset"),
+        **problems(413, 415),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "one HL7 v2 message in ER7 (segments separated by CR)",
+            "content": {media: {"schema": {"type": "string"}} for media in sorted(_ER7_TYPES)},
+        }
+    },
+)
 async def post_message(request: Request, principal: Writer) -> Response:
     """One ER7 message; the answer is its ACK, whatever its code."""
     runtime = get_runtime(request)
@@ -71,7 +86,7 @@ async def post_message(request: Request, principal: Writer) -> Response:
     return Response(answer.ack_bytes, media_type=f"{ER7}; charset={answer.codec}")
 
 
-@api_router.post("/sources", status_code=201)
+@api_router.post("/sources", status_code=201, responses=problems(409))
 def create_source(body: SourceCreate, request: Request, principal: Admin) -> SourceOut:
     runtime = get_runtime(request)
     application = body.application or ""
@@ -96,13 +111,15 @@ def create_source(body: SourceCreate, request: Request, principal: Admin) -> Sou
     return runtime.write_tx(work)
 
 
-@api_router.get("/sources")
+@api_router.get("/sources", responses=problems())
 def list_sources(request: Request, principal: Admin) -> list[SourceOut]:
     with get_runtime(request).read() as session:
         return [_source_out(r) for r in repository.tenant_sources(session, principal.tenant_id)]
 
 
-@api_router.delete("/sources/{source_id}", status_code=204, response_class=Response)
+@api_router.delete(
+    "/sources/{source_id}", status_code=204, response_class=Response, responses=problems(404)
+)
 def delete_source(source_id: str, request: Request, principal: Admin) -> Response:
     with get_runtime(request).write() as session:
         row = session.get(HL7Source, source_id)
@@ -136,7 +153,7 @@ def _message_out(row: HL7Message) -> MessageOut:
     )
 
 
-@api_router.get("/messages")
+@api_router.get("/messages", responses=problems(400))
 def list_messages(
     request: Request,
     principal: Admin,

@@ -19,6 +19,21 @@ from services.indicators.definitions import IndicatorDefinition
 from services.indicators.measure_report import measure_report
 from services.indicators.models import CodeMapRow, TargetRow
 from services.indicators.profiles import ProfileSet, profile_json, profiles_for
+from services.indicators.schemas import (
+    Breakdown,
+    CasePage,
+    CodeMapEntry,
+    CodeMapSaved,
+    IndicatorDetail,
+    IndicatorSummary,
+    IndicatorValue,
+    ManualList,
+    ManualValue,
+    Series,
+    TargetOut,
+    TargetProfile,
+    TenantOut,
+)
 from services.indicators.valuesets import CodeMap
 from services.indicators.worker import catalogue_for
 from shared.auth import Principal
@@ -30,8 +45,9 @@ from shared.errors import (
     NotFoundError,
     UnprocessableError,
 )
-from shared.http import JSONResponse, get_runtime, require
+from shared.http import FHIRResponse, JSONResponse, get_runtime, require
 from shared.models import Tenant
+from shared.openapi import FHIRResource, csv_alternative, problems
 from shared.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1")
@@ -136,7 +152,7 @@ def tenant_catalogue(session: sa.orm.Session, tenant_id: str) -> str:
     return (tenant.catalogue if tenant else None) or CATALOGUE_YEARS[0]
 
 
-@router.get("/indicators")
+@router.get("/indicators", response_model=list[IndicatorSummary], responses=problems())
 def list_indicators(
     request: Request,
     principal: Reader,
@@ -173,7 +189,7 @@ def list_indicators(
         )
 
 
-@router.get("/indicators/{code}")
+@router.get("/indicators/{code}", response_model=IndicatorDetail, responses=problems(404))
 def get_indicator(code: str, request: Request, principal: Reader) -> JSONResponse:
     runtime = get_runtime(request)
     defn = definition(runtime, code)
@@ -191,7 +207,7 @@ def get_indicator(code: str, request: Request, principal: Reader) -> JSONRespons
     )
 
 
-@router.get("/indicators/{code}/value")
+@router.get("/indicators/{code}/value", response_model=IndicatorValue, responses=problems(404))
 def get_value(
     code: str,
     request: Request,
@@ -224,7 +240,11 @@ def get_value(
     )
 
 
-@router.get("/indicators/{code}/series")
+@router.get(
+    "/indicators/{code}/series",
+    response_model=Series,
+    responses={**csv_alternative(), **problems(400, 404)},
+)
 def get_series(
     code: str,
     request: Request,
@@ -266,7 +286,11 @@ def get_series(
     )
 
 
-@router.get("/indicators/{code}/breakdown")
+@router.get(
+    "/indicators/{code}/breakdown",
+    response_model=Breakdown,
+    responses={**csv_alternative(), **problems(404)},
+)
 def get_breakdown(
     code: str,
     request: Request,
@@ -313,7 +337,11 @@ def get_breakdown(
     )
 
 
-@router.get("/indicators/{code}/cases")
+@router.get(
+    "/indicators/{code}/cases",
+    response_model=CasePage,
+    responses={**csv_alternative(), **problems(404)},
+)
 def get_cases(
     code: str,
     request: Request,
@@ -361,7 +389,13 @@ def get_cases(
     return JSONResponse({"code": code, "cases": rows, "next_cursor": next_cursor})
 
 
-@router.get("/indicators/{code}/measure-report")
+@router.get(
+    "/indicators/{code}/measure-report",
+    response_class=FHIRResponse,
+    response_model=FHIRResource,
+    responses=problems(404),
+    summary="The period as a FHIR MeasureReport",
+)
 def get_measure_report(
     code: str,
     request: Request,
@@ -394,14 +428,14 @@ def get_measure_report(
         department=department,
         generated=runtime.clock.now(),
     )
-    return JSONResponse(report, media_type="application/fhir+json")
+    return FHIRResponse(report)
 
 
 class TargetBody(BaseModel):
     target: float = Field(ge=0)
 
 
-@router.put("/indicators/{code}/target")
+@router.put("/indicators/{code}/target", response_model=TargetOut, responses=problems(404))
 def put_target(code: str, body: TargetBody, request: Request, principal: Admin) -> JSONResponse:
     runtime = get_runtime(request)
     defn = definition(runtime, code)
@@ -434,7 +468,7 @@ class CodeMapBody(BaseModel):
     mappings: list[Mapping] = Field(max_length=100_000)
 
 
-@router.put("/code-maps/{system:path}")
+@router.put("/code-maps/{system:path}", response_model=CodeMapSaved, responses=problems())
 def put_code_map(
     system: str, body: CodeMapBody, request: Request, principal: Admin
 ) -> JSONResponse:
@@ -483,7 +517,7 @@ def put_code_map(
     )
 
 
-@router.get("/code-maps")
+@router.get("/code-maps", response_model=list[CodeMapEntry], responses=problems())
 def get_code_maps(request: Request, principal: Reader) -> JSONResponse:
     runtime = get_runtime(request)
     with runtime.read() as session:
@@ -518,7 +552,11 @@ class ManualBody(BaseModel):
     note: str = Field(default="", max_length=2000)
 
 
-@router.put("/indicators/{code}/manual/{month}")
+@router.put(
+    "/indicators/{code}/manual/{month}",
+    response_model=ManualValue,
+    responses=problems(404, 409),
+)
 def put_manual(
     code: str, month: str, body: ManualBody, request: Request, principal: ManualEditor
 ) -> JSONResponse:
@@ -547,7 +585,7 @@ def put_manual(
     return JSONResponse(runtime.write_tx(work))
 
 
-@router.get("/indicators/{code}/manual")
+@router.get("/indicators/{code}/manual", response_model=ManualList, responses=problems(404, 409))
 def list_manual(
     code: str,
     request: Request,
@@ -572,7 +610,7 @@ def list_manual(
 # -- target profiles and the tenant's settings ---------------------------------------
 
 
-@router.get("/target-profiles")
+@router.get("/target-profiles", response_model=list[TargetProfile], responses=problems())
 def list_target_profiles(request: Request, principal: Reader) -> JSONResponse:
     known = profiles(get_runtime(request))
     return JSONResponse([profile_json(p) for p in known.profiles.values()])
@@ -591,7 +629,7 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
     }
 
 
-@router.get("/tenant")
+@router.get("/tenant", response_model=TenantOut, responses=problems(404))
 def get_tenant(request: Request, principal: Reader) -> JSONResponse:
     runtime = get_runtime(request)
     with runtime.read() as session:
@@ -612,7 +650,7 @@ class TenantBody(BaseModel):
     alert_grace: timedelta | None = Field(default=None, ge=timedelta(0), le=timedelta(hours=24))
 
 
-@router.put("/tenant")
+@router.put("/tenant", response_model=TenantOut, responses=problems(400, 404))
 def put_tenant(body: TenantBody, request: Request, principal: Admin) -> JSONResponse:
     """Change the fields given; ``target_profile: null`` returns to the defaults."""
     runtime = get_runtime(request)

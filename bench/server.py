@@ -94,6 +94,8 @@ class Server:
     database_url: str
     env: dict[str, str] = field(default_factory=dict)
     role: str = "all"
+    #: ``serve --workers``: API processes (their CPU and memory are summed).
+    workers: int = 1
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     _keys: dict[str, str] = field(default_factory=dict)
@@ -123,7 +125,18 @@ class Server:
         code = "from qcpulse.cli import main; raise SystemExit(main())"
         self._log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, "serve", "--port", str(self.port), "--role", self.role],
+            [
+                sys.executable,
+                "-c",
+                code,
+                "serve",
+                "--port",
+                str(self.port),
+                "--role",
+                self.role,
+                "--workers",
+                str(self.workers),
+            ],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -173,12 +186,24 @@ class Server:
             self._keys[cache_key] = secret
         return self._keys[cache_key]
 
+    def _processes(self) -> list[psutil.Process]:
+        parent = psutil.Process(self.pid)
+        return [parent, *parent.children(recursive=True)]
+
     def cpu_seconds(self) -> float:
-        times = psutil.Process(self.pid).cpu_times()
-        return float(times.user + times.system)
+        total = 0.0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
 
     def rss(self) -> int:
-        return int(psutil.Process(self.pid).memory_info().rss)
+        total = 0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error):
+                total += process.memory_info().rss
+        return total
 
 
 class Cluster:

@@ -6,6 +6,9 @@ created in the lifespan, or passed in by tests and the demo.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,11 +27,16 @@ import services.alerts as alerts
 import services.hl7v2 as hl7v2
 import services.indicators as indicators
 import services.ingest as ingest
+import services.regions as regions
 from qcpulse import console, schema
-from shared import audit, keys
+from services.indicators import measure_router
+from services.ingest import bulk, bulk_router
+from services.regions import bulletin_router, federation_router, submitter
+from shared import audit, keys, openapi
 from shared.auth import bootstrap
 from shared.bus import Handler, OutboxConsumer, Topic, outbox_threads
 from shared.db import READONLY_OPTION
+from shared.election import Election
 from shared.errors import AppError
 from shared.http import (
     JSONResponse,
@@ -71,9 +79,12 @@ def start_workers(runtime: Runtime, role: ServeRole = "all") -> list[threading.T
     if role in ("all", "indicators"):
         handlers.update(indicators.handlers(runtime))
         threads += indicators.timers(runtime)
+        threads += submitter.loops(runtime)  # to a region, when configured (FEDERATION.md)
     if role in ("all", "alerts"):
         handlers.update(alerts.handlers(runtime))
         threads += alerts.loops(runtime)
+    if role in ("all", "ingest"):
+        threads.append(bulk.worker(runtime))  # $import jobs (services/ingest/bulk.py)
     if runtime.settings.bus == "nats":
         prefix = runtime.settings.nats_prefix
         threads.append(NatsBridge(runtime, handlers, prefix=prefix, durable_prefix=prefix.lower()))
@@ -83,6 +94,67 @@ def start_workers(runtime: Runtime, role: ServeRole = "all") -> list[threading.T
     for thread in threads:
         thread.start()
     return threads
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``serve --workers N`` process: settings from the environment,
+    the role from ``QCPULSE_SERVE_ROLE``."""
+    from shared.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    role = os.environ.get("QCPULSE_SERVE_ROLE", "all")
+    if role not in ("all", "ingest", "indicators", "alerts"):
+        raise ValueError(f"QCPULSE_SERVE_ROLE={role!r} is not a role")
+    return create_app(settings, role=role)  # type: ignore[arg-type]
+
+
+class Background:
+    """The loops one process of a deployment runs: outbox consumers, timers, webhook
+    delivery, import jobs, the MLLP listener. With several API processes on one
+    database (``serve --workers N``) only the elected one runs them."""
+
+    def __init__(self, app: FastAPI, runtime: Runtime, role: ServeRole) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.role = role
+        self.threads: list[threading.Thread] = []
+        self.listener: hl7v2.MllpListener | None = None
+        self.running = False
+
+    async def start(self) -> None:
+        rt = self.runtime
+        self.threads = start_workers(rt, self.role)
+        if self.role in ("all", "ingest") and rt.settings.mllp_port is not None:
+            self.listener = hl7v2.MllpListener.from_settings(rt)
+            await self.listener.start()
+        self.app.state.mllp = self.listener
+        self.running = True
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            await self.listener.close()
+            self.listener = self.app.state.mllp = None
+        self.runtime.stop.set()
+        for thread in self.threads:
+            await asyncio.to_thread(thread.join, 5)
+        self.threads = []
+        self.runtime.stop.clear()
+        self.running = False
+
+    async def elect(self, election: Election) -> None:
+        """Poll the election; run the loops while this process holds it."""
+        interval = self.runtime.settings.election_interval.total_seconds()
+        while True:
+            try:
+                if not self.running and await asyncio.to_thread(election.try_acquire):
+                    log.info("elected to run the background work", pid=os.getpid())
+                    await self.start()
+                elif self.running and not await asyncio.to_thread(election.held):
+                    await self.stop()
+            except Exception as exc:  # the database is away: try again next round
+                log.warning("background election failed", error=str(exc))
+            await asyncio.sleep(interval)
 
 
 def create_app(
@@ -98,22 +170,27 @@ def create_app(
         if runtime is None:
             prepare(rt)
         app.state.runtime = rt
+        app.state.mllp = None
         rt.stop.clear()
-        threads = start_workers(rt, role) if run_workers else []
-        listener = None
-        if run_workers and role in ("all", "ingest") and rt.settings.mllp_port is not None:
-            listener = hl7v2.MllpListener.from_settings(rt)
-            await listener.start()
-        app.state.mllp = listener
+        background = Background(app, rt, role)
+        election: Election | None = None
+        elector: asyncio.Task[None] | None = None
+        if run_workers and rt.settings.elect_background:
+            election = Election(rt.engine, f"background-{role}")
+            elector = asyncio.create_task(background.elect(election))
+        elif run_workers:
+            await background.start()
         log.info("qcpulse started", role=role, database=rt.engine.url.get_backend_name())
         try:
             yield
         finally:
-            if listener is not None:
-                await listener.close()
-            rt.stop.set()
-            for thread in threads:
-                thread.join(timeout=5)
+            if elector is not None:
+                elector.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await elector
+            await background.stop()
+            if election is not None:
+                election.release()
             if runtime is None:
                 rt.close()
 
@@ -176,6 +253,9 @@ def create_app(
     def metrics() -> Response:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(bulk_router.router, tags=["fhir"])  # before ingest's /fhir/{rtype}
+    app.include_router(federation_router.router, tags=["regions"])
+    app.include_router(measure_router.router, tags=["fhir"])  # before ingest's /fhir/{rtype}/{rid}
     app.include_router(ingest.router, tags=["fhir"])
     app.include_router(ingest.api_router, tags=["data quality"])
     app.include_router(hl7v2.router, tags=["hl7v2"])
@@ -184,5 +264,8 @@ def create_app(
     app.include_router(audit.router, tags=["audit"])
     app.include_router(indicators.router, tags=["indicators"])
     app.include_router(alerts.router, tags=["alerts"])
+    app.include_router(regions.router, tags=["regions"])
+    app.include_router(bulletin_router.router, tags=["bulletins"])
     app.include_router(console.router)
+    openapi.install(app)  # the error schemas in components (docs/CONTRACT.md)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -19,11 +20,24 @@ def _settings() -> Settings:
     return Settings()
 
 
+def default_workers(database_url: str) -> int:
+    """API processes for ``serve`` when ``--workers`` is not given: one per core up to
+    four on PostgreSQL (requests validate and map in parallel; the database takes the
+    concurrent writes); two on SQLite, whose single writer leaves the rest of a second
+    core for validation outside the write lock (docs/PERFORMANCE.md measures both)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if database_url.startswith("sqlite"):
+        return min(cores, 2)
+    return max(1, min(cores, 4))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from qcpulse.app import create_app
+    from qcpulse.app import create_app, prepare
     from shared.logging import configure_logging
+    from shared.runtime import Runtime
     from shared.secretbox import SecretKeyError, require_secret_key
 
     settings = _settings()
@@ -35,8 +49,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"qcpulse serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json=settings.log_json)
-    app = create_app(settings, role=args.role)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    workers = args.workers or default_workers(settings.database_url)
+    if workers == 1:
+        app = create_app(settings, role=args.role)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        return 0
+    # Several processes: migrate once here, then each worker builds its app from the
+    # environment (uvicorn imports it by name) and they elect one to run the
+    # background work (shared/election.py).
+    runtime = Runtime.from_settings(settings)
+    try:
+        prepare(runtime)
+    finally:
+        runtime.close()
+    saved = dict(os.environ)
+    os.environ["QCPULSE_ELECT_BACKGROUND"] = "true"
+    os.environ["QCPULSE_SERVE_ROLE"] = args.role
+    if args.insecure_dev_key:
+        os.environ["QCPULSE_INSECURE_DEV_KEY"] = "true"
+    try:
+        uvicorn.run(
+            "qcpulse.app:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return 0
 
 
@@ -261,6 +304,24 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0 if stats.failed == 0 else 1
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from services.ingest.bulk import cmd_import as run_import
+
+    return run_import(args)
+
+
+def cmd_region(args: argparse.Namespace) -> int:
+    from services.regions.cli import run
+
+    return run(args)
+
+
+def cmd_region_submission_key(args: argparse.Namespace) -> int:
+    from services.regions.federation import cmd_submission_key
+
+    return cmd_submission_key(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import main as bench_main
 
@@ -289,6 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="all: everything in one process (default); otherwise one service of the "
         "distributed mode (PostgreSQL + NATS)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="API processes (default: one per core up to 4 on PostgreSQL, 2 on SQLite); "
+        "one of them runs the background work",
     )
     serve.add_argument(
         "--insecure-dev-key",
@@ -376,6 +444,49 @@ def build_parser() -> argparse.ArgumentParser:
     load_cmd.add_argument("--key", required=True, help="an ingest (or admin) key")
     load_cmd.add_argument("--concurrency", type=int, default=4)
     load_cmd.set_defaults(func=cmd_load)
+
+    import_cmd = sub.add_parser(
+        "import",
+        help="bulk-import ndjson (or .ndjson.gz) files of resources, as POST /fhir/$import "
+        "(exit 1 if any line failed)",
+    )
+    import_cmd.add_argument("files", nargs="*", metavar="FILE")
+    import_cmd.add_argument("--tenant", help="the tenant the resources belong to")
+    import_cmd.add_argument(
+        "--resume", action="store_true", help="first finish unfinished jobs (of --tenant, or all)"
+    )
+    import_cmd.set_defaults(func=cmd_import)
+
+    region = sub.add_parser("region", help="regions (quality-control centres)")
+    region_sub = region.add_subparsers(dest="region_command", required=True)
+    submission_key = region_sub.add_parser(
+        "submission-key",
+        help="create the key a federated member submits its MeasureReports with "
+        "(docs/FEDERATION.md) and print it (shown once)",
+    )
+    submission_key.add_argument("region", help="the region's id")
+    submission_key.add_argument("member", help="the member's id in the region (a federated one)")
+    submission_key.add_argument("--name", default="")
+    submission_key.set_defaults(func=cmd_region_submission_key)
+    # qcpulse region create|add-member|key (services/regions/cli.py), beside submission-key
+    region_create = region_sub.add_parser("create", help="create a region")
+    region_create.add_argument("region", help="region id (never a tenant's id)")
+    region_create.add_argument("--name", required=True)
+    region_create.add_argument("--target-profile", help="see GET /api/v1/target-profiles")
+    region_create.add_argument("--timezone", help="the region's time zone (default Asia/Shanghai)")
+    region_create.set_defaults(func=cmd_region)
+    region_member = region_sub.add_parser("add-member", help="add a hospital to a region")
+    region_member.add_argument("region")
+    region_member.add_argument("member", help="the member's id within the region")
+    region_member.add_argument("--name", required=True)
+    region_member.add_argument("--tenant", help="its tenant on this instance; omit if federated")
+    region_member.set_defaults(func=cmd_region)
+    region_key = region_sub.add_parser("key", help="create a region key, print it (shown once)")
+    region_key.add_argument("region")
+    region_key.add_argument("--role", required=True, choices=["region-reader"])
+    region_key.add_argument("--name", default="")
+    region_key.add_argument("--expires-at", type=_aware, help="as for keys create")
+    region_key.set_defaults(func=cmd_region)
 
     verify = sub.add_parser(
         "verify", help="check that the running counters equal a full recomputation (exit 1 if not)"

@@ -32,11 +32,19 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_bundle_entries: int = Field(default=5000, gt=0)
     max_json_depth: int = Field(default=64, gt=0)
+    #: Bulk import (``POST /fhir/$import``, docs/IMPORT.md): the largest body once
+    #: un-gzipped, and how long a process's claim on a job lasts unless a commit renews it.
+    max_import_bytes: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
+    import_lease: timedelta = Field(default=timedelta(seconds=30), gt=timedelta(0))
 
     #: Directory of indicator definition files that add to or override the shipped ones.
     indicators_dir: Path | None = None
     #: How often the timer re-decides pending cases whose deadline has passed.
     timer_interval: timedelta = timedelta(seconds=0.5)
+    #: Several API processes on one database (``serve --workers N`` sets it): they
+    #: elect one to run the background work (shared/election.py), polling this often.
+    elect_background: bool = False
+    election_interval: timedelta = Field(default=timedelta(seconds=2), gt=timedelta(0))
 
     #: NATS server for the distributed mode (``serve --role``); unused when embedded.
     nats_url: str = "nats://127.0.0.1:4222"
@@ -88,6 +96,21 @@ class Settings(BaseSettings):
     #: MSH-11 processing ids accepted, comma-separated (P production, T training, D debug).
     hl7_processing_ids: str = Field(default="P", pattern=r"^[A-Z](,[A-Z])*$")
 
+    #: Federated submission (docs/FEDERATION.md): this instance reports its tenant's
+    #: monthly figures to a regional qcpulse when the URL, region and key are all set.
+    region_url: str | None = None
+    region_id: str | None = None
+    region_submission_key: SecretStr | None = None
+    region_submit_interval: timedelta = Field(default=timedelta(minutes=15), gt=timedelta(0))
+    #: The longest wait between retries while the region is offline or answers 5xx.
+    region_submit_max_backoff: timedelta = Field(default=timedelta(minutes=5), gt=timedelta(0))
+    #: How many months, the current one included, are compared with what was sent.
+    region_submit_months: int = Field(default=24, gt=0, le=240)
+    #: The tenant whose figures are submitted (default: the bootstrap tenant), and its
+    #: member id in the region (default: the tenant id).
+    region_tenant: str | None = None
+    region_member_id: str | None = None
+
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -101,6 +124,17 @@ class Settings(BaseSettings):
             raise ValueError("QCPULSE_MLLP_TLS_CERT and QCPULSE_MLLP_TLS_KEY go together")
         if self.mllp_tls_ca is not None and self.mllp_tls_cert is None:
             raise ValueError("QCPULSE_MLLP_TLS_CA needs QCPULSE_MLLP_TLS_CERT and _KEY")
+        return self
+
+    @model_validator(mode="after")
+    def _region_triple(self) -> Settings:
+        given = [self.region_url, self.region_id, self.region_submission_key]
+        if any(v is not None for v in given) and not all(v is not None for v in given):
+            raise ValueError(
+                "QCPULSE_REGION_URL, _REGION_ID and _REGION_SUBMISSION_KEY go together"
+            )
+        if given[0] is not None and not (self.region_tenant or self.bootstrap_tenant):
+            raise ValueError("submitting to a region needs QCPULSE_REGION_TENANT")
         return self
 
     @field_validator("secret_key", "secret_key_previous")

@@ -91,9 +91,11 @@ def run(ctx: Context) -> Results:
             results.skip(f"{kind}: cannot create a scratch database ({exc})")
             continue
         try:
-            # PostgreSQL also runs as the distributed mode, on both cores.
+            # Both also run as ``serve --workers 2`` (two API processes, one of them
+            # running the background work); PostgreSQL also as the distributed mode.
             deployments: list[tuple[str, Callable[[], Server | Cluster]]] = [
-                (kind, partial(Server, db.url))
+                (kind, partial(Server, db.url)),
+                (f"{kind} --workers 2", partial(Server, db.url, workers=2)),
             ]
             if kind == "postgresql":
                 deployments.append((f"{kind} ×2", partial(Cluster, db.url, ingest_processes=2)))
@@ -114,7 +116,8 @@ def run(ctx: Context) -> Results:
     results.notes.append(
         f"{len(feed)} synthetic sends; unique stream {n_unique} resources, re-send stream "
         f"{n_resend} resources ({len(streams['resend'])} bundles); {ctx.clients} clients; "
-        "each run posts into a fresh tenant of the same server; PostgreSQL ×2 is the "
+        "each run posts into a fresh tenant of the same server; --workers 2: two API "
+        "processes, their CPU summed; PostgreSQL ×2 is the "
         "distributed mode: 2 ingest processes (clients spread over them), an indicators "
         "and an alerts process, events through NATS JetStream; its server CPU sums all four"
     )

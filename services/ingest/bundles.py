@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from services.ingest import repository
+from services.ingest.mapping import link_targets
 from services.ingest.service import (
     JSON,
     IngestUnit,
@@ -180,7 +181,7 @@ def _rewrites(parsed: list[Entry] | list[Entry | None]) -> dict[str, str]:
 
 
 def _prepare(
-    unit: IngestUnit, entries: list[Any]
+    unit: IngestUnit, entries: list[Any], valid: frozenset[str] = frozenset()
 ) -> tuple[list[Entry | None], dict[int, list[Issue]]]:
     """Parse entries, assign ids, rewrite urn:uuid references, validate structure.
 
@@ -195,15 +196,20 @@ def _prepare(
         if issues:
             problems[index] = issues
     rewrites = _rewrites(parsed)
-    unit.prefetch([(e.type, e.id) for e in parsed if e is not None])
+    unit.prefetch(
+        [(e.type, e.id) for e in parsed if e is not None],
+        links=[t for e in parsed if e is not None for t in link_targets(e.resource)],
+    )
     for entry in parsed:
         if entry is None or entry.resource is None:
             continue
         issues = check_and_rewrite_references(
             entry.resource, unit.tenant_id, rewrites, f"{entry.where}.resource"
         )
-        if not issues and not unit.is_unchanged(entry.type, entry.id, content_hash(entry.resource)):
-            issues = validate_resource(entry.resource, where=f"{entry.where}.resource")
+        if not issues:
+            digest = content_hash(entry.resource)
+            if digest not in valid and not unit.is_unchanged(entry.type, entry.id, digest):
+                issues = validate_resource(entry.resource, where=f"{entry.where}.resource")
         if issues:
             problems[entry.index] = issues
     return parsed, problems
@@ -216,18 +222,29 @@ def _apply(unit: IngestUnit, entry: Entry) -> WriteResult:
     return unit.put(entry.resource, method=entry.method, validated=True, want_body=False)
 
 
-def answer_if_unchanged(
-    session: Session, tenant_id: str, bundle: Any, *, max_entries: int
-) -> JSON | None:
-    """The response to a Bundle that would change nothing, read without taking the
-    write path (no write lock, no resource locks, no transaction to commit); None as
-    soon as any entry might change something or be wrong, for ``process_bundle`` to
-    decide under its locks.
+@dataclass(frozen=True)
+class Precheck:
+    """What a Bundle's read phase found, before any write lock is taken."""
+
+    #: The whole answer when the Bundle would change nothing; else None.
+    response: JSON | None
+    #: Content hashes of entries validated here: the write phase does not validate
+    #: them again, so validation runs outside the write lock (SQLite's single writer,
+    #: PostgreSQL's resource locks) and concurrent requests validate in parallel.
+    valid: frozenset[str]
+
+
+def precheck(session: Session, tenant_id: str, bundle: Any, *, max_entries: int) -> Precheck:
+    """The read phase of ``POST /fhir``, without the write path (no write lock, no
+    resource locks, no transaction to commit).
 
     Integration engines re-send whole episodes and retry whole Bundles: such a
     Bundle's every entry is a PUT of content identical to the current version, or a
     DELETE of something already deleted. That was valid when stored, so nothing is
-    validated again.
+    validated again, and the answer is complete here. Otherwise every changed entry is
+    validated here, and ``process_bundle`` decides under its locks: it re-reads the
+    heads, so a concurrent writer is never missed, and validates only content this
+    phase did not.
 
     ``session`` must not have begun its transaction yet (its snapshot is chosen here)."""
     btype, raw_entries = check_envelope(bundle, max_entries)
@@ -237,41 +254,62 @@ def answer_if_unchanged(
         # that never existed. (A SQLite read transaction is one snapshot already.)
         session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     parsed: list[Entry] = []
+    unchanged = True
     for index, raw in enumerate(raw_entries):
         entry, issues = _parse_entry(index, raw)
-        if entry is None or issues or entry.method == "POST":
-            return None
-        parsed.append(entry)
+        if entry is None or issues:
+            unchanged = False  # reported by the write phase, with the rest
+        elif entry.method == "POST":
+            unchanged = False  # a new id each time: validated under the lock
+        else:
+            parsed.append(entry)
     rewrites = _rewrites(parsed)
     heads = repository.current_heads(session, tenant_id, [(e.type, e.id) for e in parsed])
     response = []
+    valid: set[str] = set()
     for entry in parsed:
         head = heads.get((entry.type, entry.id))
-        if head is None:
-            return None
-        version, digest, deleted, last_updated = head
         if entry.resource is None:
-            if not deleted:
-                return None
-        elif (
-            deleted
-            or check_and_rewrite_references(
-                entry.resource, tenant_id, rewrites, f"{entry.where}.resource"
-            )
-            or content_hash(entry.resource) != digest
+            if head is None or not head[2]:
+                unchanged = False
+            else:
+                response.append(_unchanged_entry(entry, head))
+            continue
+        if check_and_rewrite_references(
+            entry.resource, tenant_id, rewrites, f"{entry.where}.resource"
         ):
-            return None
-        result = WriteResult(entry.type, entry.id, version, "unchanged", last_updated, None)
-        response.append(_response_entry(result))
+            unchanged = False
+            continue
+        digest = content_hash(entry.resource)
+        if head is not None and not head[2] and head[1] == digest:
+            response.append(_unchanged_entry(entry, head))
+            continue
+        unchanged = False
+        if not validate_resource(entry.resource, where=f"{entry.where}.resource"):
+            valid.add(digest)
+    if not unchanged:
+        return Precheck(None, frozenset(valid))
     for entry in parsed:
         if entry.resource is not None:  # as the write path: a repeated DELETE counts nothing
             RESOURCES_INGESTED.labels(entry.type, "unchanged").inc()
-    return {"resourceType": "Bundle", "type": f"{btype}-response", "entry": response}
+    answer = {"resourceType": "Bundle", "type": f"{btype}-response", "entry": response}
+    return Precheck(answer, frozenset())
 
 
-def process_bundle(unit: IngestUnit, bundle: Any, *, max_entries: int) -> JSON:
+def _unchanged_entry(entry: Entry, head: tuple[int, str, bool, datetime]) -> JSON:
+    version, _, _, last_updated = head
+    return _response_entry(
+        WriteResult(entry.type, entry.id, version, "unchanged", last_updated, None)
+    )
+
+
+def process_bundle(
+    unit: IngestUnit, bundle: Any, *, max_entries: int, valid: frozenset[str] = frozenset()
+) -> JSON:
+    """Write a Bundle in the unit's transaction. ``valid``: content hashes that
+    :func:`precheck` validated already."""
     btype, raw_entries = check_envelope(bundle, max_entries)
-    parsed, problems = _prepare(unit, raw_entries)
+    parsed, problems = _prepare(unit, raw_entries, valid)
     if btype == "transaction":
         if problems:
             issues = [i for index in sorted(problems) for i in problems[index]]

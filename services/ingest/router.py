@@ -10,11 +10,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from services.ingest import access, quality, service
-from services.ingest.bundles import answer_if_unchanged, process_bundle
+from services.ingest import access, quality, repository, service
+from services.ingest.bundles import precheck, process_bundle
 from services.ingest.capability import capability_statement
+from services.ingest.schemas import DataQuality
 from services.ingest.service import IngestUnit, WriteResult
-from services.ingest.validation import is_known_type, json_depth_exceeds, valid_id
+from services.ingest.validation import (
+    content_hash,
+    is_known_type,
+    json_depth_exceeds,
+    valid_id,
+    validate_resource,
+)
 from shared.auth import Principal
 from shared.errors import (
     InvalidInputError,
@@ -23,7 +30,8 @@ from shared.errors import (
     PayloadTooLargeError,
     UnprocessableError,
 )
-from shared.http import FHIRResponse, JSONResponse, get_runtime, require
+from shared.http import FHIR_JSON, FHIRResponse, JSONResponse, get_runtime, require
+from shared.openapi import FHIRBundle, FHIRResource, OperationOutcome, outcomes, problems
 from shared.runtime import Runtime
 
 router = APIRouter()
@@ -89,47 +97,100 @@ async def _write_one(
     runtime: Runtime, principal: Principal, resource: dict[str, Any], method: str
 ) -> Response:
     """One resource written in its own transaction: PUT and POST differ only in who
-    chose the id."""
+    chose the id. As for a Bundle, changed content is validated before the write
+    transaction, outside its locks; the write re-reads the head under its lock."""
 
-    def work(session: Session) -> WriteResult:
-        unit = _unit(runtime, session, principal.tenant_id)
+    def read_then_write() -> WriteResult:
         issues = service.check_and_rewrite_references(
             resource, principal.tenant_id, {}, resource["resourceType"]
         )
         if issues:
             raise UnprocessableError(issues[0].diagnostics, issues=issues)
-        result = unit.put(resource, method=method)
-        unit.finish()
-        return result
+        validated = False
+        if not precheck_unchanged(runtime, principal.tenant_id, resource):
+            if issues := validate_resource(resource):
+                raise UnprocessableError(issues[0].diagnostics, issues=issues)
+            validated = True
 
-    return _write_response(await run_in_threadpool(runtime.write_tx, work))
+        def work(session: Session) -> WriteResult:
+            unit = _unit(runtime, session, principal.tenant_id)
+            result = unit.put(resource, method=method, validated=validated)
+            unit.finish()
+            return result
+
+        return runtime.write_tx(work)
+
+    return _write_response(await run_in_threadpool(read_then_write))
 
 
-@router.get("/fhir/metadata")
+def precheck_unchanged(runtime: Runtime, tenant_id: str, resource: dict[str, Any]) -> bool:
+    """Whether ``resource`` is what is stored now (read without the write path)."""
+    key = (str(resource["resourceType"]), str(resource["id"]))
+    with runtime.read() as session:
+        head = repository.current_heads(session, tenant_id, [key]).get(key)
+    return head is not None and not head[2] and head[1] == content_hash(resource)
+
+
+def _body(description: str, *, bundle: bool = False) -> dict[str, Any]:
+    """The request body these routes read themselves (``read_json``): FHIR JSON. Its
+    content is FHIR R4's, checked by the service, not repeated here."""
+    schema = {"$ref": f"#/components/schemas/{(FHIRBundle if bundle else FHIRResource).__name__}"}
+    content = {media: {"schema": schema} for media in (FHIR_JSON, "application/json")}
+    return {"requestBody": {"required": True, "description": description, "content": content}}
+
+
+#: PUT answers 200 for an update (or an identical resource stored already), 201 for a
+#: new one.
+_CREATED: dict[str, Any] = {"description": "Created", "model": FHIRResource}
+
+
+@router.get(
+    "/fhir/metadata",
+    response_class=FHIRResponse,
+    response_model=FHIRResource,
+    summary="The CapabilityStatement (no key needed)",
+)
 def metadata() -> Response:
     return FHIRResponse(capability_statement())
 
 
-@router.post("/fhir")
+@router.post(
+    "/fhir",
+    response_class=FHIRResponse,
+    response_model=FHIRBundle,
+    responses=outcomes(400, 404, 413),
+    openapi_extra=_body("a transaction or batch Bundle", bundle=True),
+)
 async def post_bundle(request: Request, principal: Writer) -> Response:
     runtime = get_runtime(request)
     bundle = await read_json(request, runtime)
 
     limit = runtime.settings.max_bundle_entries
 
-    def work(session: Session) -> dict[str, Any]:
-        unit = _unit(runtime, session, principal.tenant_id)
-        return process_bundle(unit, bundle, max_entries=limit)
-
     def read_then_write() -> dict[str, Any]:
+        # Read phase: heads and validation, outside the write lock; the write phase
+        # re-reads the heads under its locks and validates only what this one did not.
         with runtime.read() as session:
-            unchanged = answer_if_unchanged(session, principal.tenant_id, bundle, max_entries=limit)
-        return unchanged if unchanged is not None else runtime.write_tx(work)
+            pre = precheck(session, principal.tenant_id, bundle, max_entries=limit)
+        if pre.response is not None:
+            return pre.response
+
+        def work(session: Session) -> dict[str, Any]:
+            unit = _unit(runtime, session, principal.tenant_id)
+            return process_bundle(unit, bundle, max_entries=limit, valid=pre.valid)
+
+        return runtime.write_tx(work)
 
     return FHIRResponse(await run_in_threadpool(read_then_write))
 
 
-@router.put("/fhir/{rtype}/{rid}")
+@router.put(
+    "/fhir/{rtype}/{rid}",
+    response_class=FHIRResponse,
+    response_model=FHIRResource,
+    responses={201: _CREATED, **outcomes(400, 413)},
+    openapi_extra=_body("the resource; its resourceType and id those of the URL"),
+)
 async def put_resource(rtype: str, rid: str, request: Request, principal: Writer) -> Response:
     runtime = get_runtime(request)
     _check_type(rtype)
@@ -160,7 +221,14 @@ async def put_resource(rtype: str, rid: str, request: Request, principal: Writer
     return await _write_one(runtime, principal, resource, "PUT")
 
 
-@router.post("/fhir/{rtype}")
+@router.post(
+    "/fhir/{rtype}",
+    status_code=201,
+    response_class=FHIRResponse,
+    response_model=FHIRResource,
+    responses=outcomes(400, 413),
+    openapi_extra=_body("the resource; the server chooses its id"),
+)
 async def create_resource(rtype: str, request: Request, principal: Writer) -> Response:
     runtime = get_runtime(request)
     _check_type(rtype)
@@ -175,7 +243,12 @@ async def create_resource(rtype: str, request: Request, principal: Writer) -> Re
     return await _write_one(runtime, principal, resource, "POST")
 
 
-@router.delete("/fhir/{rtype}/{rid}")
+@router.delete(
+    "/fhir/{rtype}/{rid}",
+    response_class=FHIRResponse,
+    response_model=OperationOutcome,
+    responses=outcomes(400, 404),
+)
 def delete_resource(rtype: str, rid: str, request: Request, principal: Writer) -> Response:
     runtime = get_runtime(request)
     _check_type(rtype)
@@ -209,7 +282,12 @@ def _check_visible(session: Session, principal: Principal, rtype: str, rid: str)
         raise NotFoundError(f"{rtype}/{rid} is not known")
 
 
-@router.get("/fhir/{rtype}/{rid}")
+@router.get(
+    "/fhir/{rtype}/{rid}",
+    response_class=FHIRResponse,
+    response_model=FHIRResource,
+    responses=outcomes(400, 404, 410),
+)
 def get_resource(rtype: str, rid: str, request: Request, principal: Reader) -> Response:
     runtime = get_runtime(request)
     _check_type(rtype)
@@ -219,7 +297,12 @@ def get_resource(rtype: str, rid: str, request: Request, principal: Reader) -> R
     return FHIRResponse(row.body, headers={"ETag": f'W/"{row.version}"'})
 
 
-@router.get("/fhir/{rtype}/{rid}/_history")
+@router.get(
+    "/fhir/{rtype}/{rid}/_history",
+    response_class=FHIRResponse,
+    response_model=FHIRBundle,
+    responses=outcomes(400, 404),
+)
 def get_history(rtype: str, rid: str, request: Request, principal: Reader) -> Response:
     runtime = get_runtime(request)
     _check_type(rtype)
@@ -228,7 +311,12 @@ def get_history(rtype: str, rid: str, request: Request, principal: Reader) -> Re
         return FHIRResponse(service.read_history(session, principal.tenant_id, rtype, rid))
 
 
-@router.get("/fhir/{rtype}/{rid}/_history/{vid}")
+@router.get(
+    "/fhir/{rtype}/{rid}/_history/{vid}",
+    response_class=FHIRResponse,
+    response_model=FHIRResource,
+    responses=outcomes(400, 404),
+)
 def get_version(rtype: str, rid: str, vid: int, request: Request, principal: Reader) -> Response:
     runtime = get_runtime(request)
     _check_type(rtype)
@@ -241,7 +329,7 @@ def get_version(rtype: str, rid: str, vid: int, request: Request, principal: Rea
     raise NotFoundError(f"{rtype}/{rid} has no version {vid}")
 
 
-@api_router.get("/data-quality")
+@api_router.get("/data-quality", response_model=DataQuality, responses=problems())
 def data_quality(
     request: Request,
     principal: Annotated[Principal, Depends(require("api:read"))],

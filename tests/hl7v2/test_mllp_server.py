@@ -76,7 +76,7 @@ def server(engine, tmp_path) -> Iterator[Server]:
         "QCPULSE_MLLP_IDLE_TIMEOUT": "PT60S",
         "QCPULSE_SECRET_KEY": new_secret_key(),  # serve requires one
     }
-    args = [sys.executable, "-m", "qcpulse", "serve", "--port", str(http_port)]
+    args = [sys.executable, "-m", "qcpulse", "serve", "--port", str(http_port), "--workers", "1"]
     http = httpx.Client(
         base_url=f"http://127.0.0.1:{http_port}",
         headers={"Authorization": f"Bearer {ADMIN}"},

@@ -468,7 +468,8 @@ class CodeMapBody(BaseModel):
     mappings: list[Mapping] = Field(max_length=100_000)
 
 
-@router.put("/code-maps/{system:path}", response_model=CodeMapSaved, responses=problems())
+# 404: a system with a line break matches no route (Starlette's path pattern stops there).
+@router.put("/code-maps/{system:path}", response_model=CodeMapSaved, responses=problems(404))
 def put_code_map(
     system: str, body: CodeMapBody, request: Request, principal: Admin
 ) -> JSONResponse:

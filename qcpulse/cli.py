@@ -96,24 +96,32 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from qcpulse.app import prepare
+    from services.regions.service import refuse_region_id
     from shared.auth import Role, create_key, ensure_tenant
+    from shared.errors import AppError
     from shared.runtime import Runtime
 
     runtime = Runtime.from_settings(_settings())
-    prepare(runtime)
-    with runtime.write() as session:
-        timezone = args.timezone or runtime.settings.default_timezone
-        ensure_tenant(session, args.tenant, timezone=timezone)
-        departments = args.departments.split(",") if args.departments else None
-        row, secret = create_key(
-            session,
-            args.tenant,
-            Role(args.role),
-            name=args.name,
-            departments=departments,
-            expires_at=args.expires_at,
-        )
-    runtime.close()
+    try:
+        prepare(runtime)
+        with runtime.write() as session:
+            refuse_region_id(session, args.tenant)
+            timezone = args.timezone or runtime.settings.default_timezone
+            ensure_tenant(session, args.tenant, timezone=timezone)
+            departments = args.departments.split(",") if args.departments else None
+            row, secret = create_key(
+                session,
+                args.tenant,
+                Role(args.role),
+                name=args.name,
+                departments=departments,
+                expires_at=args.expires_at,
+            )
+    except AppError as exc:
+        print(f"qcpulse keys create: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.close()
     print(secret)
     print(f"# key {row.id}: role {row.role}, tenant {row.tenant_id} (shown once)", file=sys.stderr)
     return 0

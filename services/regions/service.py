@@ -116,6 +116,16 @@ def members(session: Session, region_id: str) -> list[RegionMember]:
     )
 
 
+def refuse_region_id(session: Session, tenant_id: str) -> None:
+    """A tenant never takes a region's id: its keys would read as the region's (one
+    ``api_keys.tenant_id`` column names both), so ``keys create --tenant`` refuses it."""
+    if session.get(Region, tenant_id) is not None:
+        raise ConflictError(
+            f"'{tenant_id}' is a region's id; a region's keys come from "
+            f"'qcpulse region key {tenant_id}'"
+        )
+
+
 def create_region_key(
     session: Session,
     region_id: str,

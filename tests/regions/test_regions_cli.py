@@ -10,6 +10,7 @@ from services.regions.models import Region, RegionMember
 from services.regions.service import add_member, create_region, create_region_key
 from shared.auth import Role, create_key
 from shared.errors import ConflictError, NotFoundError, UnprocessableError
+from shared.models import ApiKey, Tenant
 from tests.conftest import OTHER_TENANT, TENANT
 from tests.regions.helpers import CODE, make_region, post_episodes
 
@@ -66,6 +67,19 @@ def test_cli_refusals_exit_2_with_the_reason(cli_env, runtime, capsys):
     assert cli.main(["region", "key", "NOPE", "--role", "region-reader"]) == 2
     with pytest.raises(SystemExit):  # a tenant role is not offered
         cli.main(["region", "key", "TJ", "--role", "reader"])
+
+
+def test_keys_create_refuses_a_regions_id(cli_env, runtime, capsys):
+    """A tenant key on a region's id would read as the region's: refused, nothing made."""
+    assert cli.main(["region", "create", "TJ", "--name", "天津市质控中心"]) == 0
+    capsys.readouterr()
+    assert cli.main(["keys", "create", "--tenant", "TJ", "--role", "admin"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "is a region's id" in err and "qcpulse region key TJ" in err
+    with runtime.read() as session:
+        assert session.get(Tenant, "TJ") is None
+        assert session.query(ApiKey).filter_by(tenant_id="TJ").count() == 0
+    assert cli.main(["keys", "create", "--tenant", "H0042", "--role", "reader"]) == 0
 
 
 def test_service_rules(runtime):

@@ -25,6 +25,9 @@ from shared.secretbox import new_key as new_secret_key
 
 ADMIN_KEY = "bench-admin-secret-0123456789"
 TENANT = "H0001"
+#: Seconds a start may take: imports, migrations and a first connection on a loaded CI
+#: machine (a start that never answers shows its log in the error).
+READY_TIMEOUT = 120
 
 
 def free_port() -> int:
@@ -141,7 +144,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"qcpulse serve exited: {self.log_tail()}")
@@ -149,8 +152,9 @@ class Server:
                 if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
                     return self
             time.sleep(0.1)
+        tail = self.log_tail()
         self.__exit__()
-        raise RuntimeError("qcpulse serve did not become ready in 60 s")
+        raise RuntimeError(f"qcpulse serve did not become ready in {READY_TIMEOUT} s: {tail}")
 
     def log_tail(self) -> str:
         self._log.seek(0)

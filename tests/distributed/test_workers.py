@@ -47,15 +47,19 @@ def server(database) -> Iterator[Server]:
         yield srv
 
 
+def _is_api_worker(p: psutil.Process) -> bool:
+    """A live child that is not the resource tracker; a killed worker not yet reaped is not."""
+    try:
+        return "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return False
+
+
 def _workers(srv: Server) -> list[psutil.Process]:
     """The supervisor's API processes (uvicorn also starts a resource tracker)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        found = [
-            p
-            for p in psutil.Process(srv.pid).children()
-            if "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
-        ]
+        found = [p for p in psutil.Process(srv.pid).children() if _is_api_worker(p)]
         if len(found) >= 2:
             return found
         time.sleep(0.1)

@@ -17,7 +17,7 @@ from bench import machine
 from bench.context import Context
 from bench.stats import Results
 
-SCENARIOS = ("ingest", "peer", "latency", "alerts", "query", "memory", "hl7")
+SCENARIOS = ("ingest", "bulk", "peer", "latency", "alerts", "query", "memory", "hl7")
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 

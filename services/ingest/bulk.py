@@ -652,6 +652,7 @@ class ImportRunner:
                         if careful:
                             with session.begin_nested():
                                 result = unit.put(p.resource, validated=True, want_body=False)
+                                unit.flush()
                                 session.flush()
                         else:
                             result = unit.put(p.resource, validated=True, want_body=False)

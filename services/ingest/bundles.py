@@ -340,7 +340,8 @@ def process_bundle(
         try:
             with unit.session.begin_nested():
                 result = _apply(unit, entry)
-                # Flush inside the savepoint so a failing entry rolls back alone.
+                # Write inside the savepoint so a failing entry rolls back alone.
+                unit.flush()
                 unit.session.flush()
         except AppError as exc:
             unit.forget(entry.type, entry.id)

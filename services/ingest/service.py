@@ -156,6 +156,39 @@ _SET_PATIENT_FIELDS = (
 )
 
 
+@dataclass(slots=True)
+class _PendingVersions:
+    """The version rows an :class:`IngestUnit` made and has not written yet."""
+
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    _guarded: Session | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.versions)
+
+    def clear(self) -> None:
+        self.versions.clear()
+        self.inserts.clear()
+        self.updates.clear()
+
+    def guard(self, session: Session) -> None:
+        """Fail the session's commit while rows are pending (once per session)."""
+        if self._guarded is session:
+            return
+        self._guarded = session
+
+        def before_commit(_: Session) -> None:
+            if self.versions:
+                raise RuntimeError(
+                    f"{len(self.versions)} resource version(s) made but not written: "
+                    "IngestUnit.finish() (or flush()) was not called before the commit"
+                )
+
+        sa.event.listen(session, "before_commit", before_commit, once=True)
+
+
 @dataclass
 class IngestUnit:
     """Writes go straight to the tables with Core statements, in the caller's
@@ -181,6 +214,9 @@ class IngestUnit:
     _departments: dict[str, str | None] = field(default_factory=dict)
     #: Resource keys this unit holds the lock of (PostgreSQL; see :meth:`_lock`).
     _locked: set[tuple[str, str]] = field(default_factory=set)
+    #: Version rows not written yet, by statement: :meth:`flush` writes each kind with
+    #: one ``executemany`` (a Bundle's new versions in one statement, not one per entry).
+    _pending: _PendingVersions = field(default_factory=lambda: _PendingVersions())
 
     # -- reading -----------------------------------------------------------------
 
@@ -236,7 +272,9 @@ class IngestUnit:
         return self._cache[key]
 
     def forget(self, rtype: str, rid: str) -> None:
-        """Drop cached state whose write was rolled back (a failed batch entry)."""
+        """Drop cached state whose write was rolled back (a failed batch entry): the
+        caller flushed before each entry, so what is pending is that entry's."""
+        self._pending.clear()
         self._cache.pop((rtype, rid), None)
         self._facts.clear()
         self._episodes.clear()
@@ -291,11 +329,11 @@ class IngestUnit:
         row = self.current(rtype, rid)
         if row is not None and not row.deleted and row.content_hash == digest:
             RESOURCES_INGESTED.labels(rtype, "unchanged").inc()
-            stored = (
-                repository.current_body(self.session, self.tenant_id, rtype, rid)
-                if want_body
-                else None
-            )
+            if want_body:
+                self.flush()  # it may be this unit's own earlier write
+                stored = repository.current_body(self.session, self.tenant_id, rtype, rid)
+            else:
+                stored = None
             return WriteResult(rtype, rid, row.version, "unchanged", row.last_updated, stored)
         if not validated and (issues := validate_resource(resource)):
             raise UnprocessableError(issues[0].diagnostics, issues=issues)
@@ -336,17 +374,36 @@ class IngestUnit:
             "deleted": body is None,
             "last_updated": self.now,
         }
-        self.session.execute(_INSERT_VERSION, [{**values, "method": method}])
+        pending = self._pending
+        if not pending:
+            # A commit with versions still pending would lose acknowledged writes:
+            # refuse it (the transaction rolls back) rather than let it pass.
+            pending.guard(self.session)
+        pending.versions.append({**values, "method": method})
         if version == 1:
-            self.session.execute(_INSERT_RESOURCE, [values])
+            pending.inserts.append(values)
         else:
-            self.session.execute(
-                _UPDATE_RESOURCE,
-                {**values, "k_tenant_id": self.tenant_id, "k_type": rtype, "k_id": rid},
+            pending.updates.append(
+                {**values, "k_tenant_id": self.tenant_id, "k_type": rtype, "k_id": rid}
             )
 
+    def flush(self) -> None:
+        """Write the pending version rows: one ``executemany`` per statement, in the
+        order the rows were made (an update of a resource follows its insert). Called
+        by :meth:`finish`, and by callers that flush per entry (a batch's savepoints)."""
+        pending = self._pending
+        if pending.versions:
+            self.session.execute(_INSERT_VERSION, pending.versions)
+        if pending.inserts:
+            self.session.execute(_INSERT_RESOURCE, pending.inserts)
+        if pending.updates:
+            self.session.execute(_UPDATE_RESOURCE, pending.updates)
+        pending.clear()
+
     def finish(self) -> None:
-        """Announce every touched episode once, in this transaction."""
+        """Write what is pending and announce every touched episode once, in this
+        transaction."""
+        self.flush()
         for encounter_id in sorted(self.touched):
             emit(
                 self.session,

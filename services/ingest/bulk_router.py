@@ -4,16 +4,19 @@ applies it (docs/IMPORT.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
 
 from services.ingest import bulk
 from shared.auth import Principal
 from shared.errors import Issue, PayloadTooLargeError, UnsupportedMediaTypeError
 from shared.http import FHIRResponse, JSONResponse, get_runtime, require
+from shared.openapi import OperationOutcome, outcomes
 
 router = APIRouter()
 
@@ -23,6 +26,51 @@ Writer = Annotated[Principal, Depends(require("fhir:write"))]
 NDJSON_TYPES = frozenset({"application/fhir+ndjson", "application/ndjson", "application/x-ndjson"})
 #: Bytes handed to the store at a time (one thread-pool hop each).
 _STORE_BYTES = 1024 * 1024
+
+
+class ImportLineError(BaseModel):
+    """One line the job could not apply: its number and why."""
+
+    model_config = ConfigDict(extra="allow")
+
+    line: int
+    outcome: dict[str, Any]
+
+
+class ImportStatus(BaseModel):
+    """``JobStatus.summary``: the job's counts, and its errors once it is done."""
+
+    model_config = ConfigDict(extra="allow")
+
+    job: str
+    #: ``queued``, ``running`` or ``completed``.
+    status: str
+    lines: int
+    total_lines: int
+    applied: int
+    unchanged: int
+    failed: int
+    errors: list[ImportLineError]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+#: The kick-off's body: ndjson, one FHIR resource a line (optionally gzipped, with
+#: ``Content-Encoding: gzip``); at least one line that is not blank.
+_NDJSON_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "FHIR resources as ndjson, one a line (gzip with Content-Encoding)",
+        "content": {
+            media: {"schema": {"type": "string", "pattern": r"\S"}}
+            for media in sorted(NDJSON_TYPES)
+        },
+    }
+}
 
 
 def _information(text: str) -> dict[str, object]:
@@ -53,7 +101,20 @@ def _check_media(request: Request) -> bool:
     return encoding != "identity"
 
 
-@router.post("/fhir/$import")
+@router.post(
+    "/fhir/$import",
+    status_code=202,
+    response_class=FHIRResponse,
+    response_model=OperationOutcome,
+    responses={
+        202: {
+            "description": "Accepted: the job is queued; its status is at Content-Location",
+            "headers": {"Content-Location": _header("the job's status URL")},
+        },
+        **outcomes(400, 413, 415),
+    },
+    openapi_extra=_NDJSON_BODY,
+)
 async def kick_off(request: Request, principal: Writer) -> Response:
     runtime = get_runtime(request)
     gzipped = _check_media(request)
@@ -87,7 +148,25 @@ async def kick_off(request: Request, principal: Writer) -> Response:
     )
 
 
-@router.get("/fhir/$import-status/{job_id}")
+@router.get(
+    "/fhir/$import-status/{job_id}",
+    response_model=ImportStatus,
+    responses={
+        200: {
+            "description": "The job is done: its summary and a page of its errors",
+            "headers": {"Link": _header('the next page of errors (rel="next"), if any')},
+        },
+        202: {
+            "description": "The job is queued or running",
+            "model": ImportStatus,
+            "headers": {
+                "X-Progress": _header("lines applied so far"),
+                "Retry-After": _header("seconds to wait before asking again"),
+            },
+        },
+        **outcomes(404),
+    },
+)
 def import_status(
     job_id: str,
     request: Request,
@@ -115,7 +194,13 @@ def import_status(
     return JSONResponse(status.summary(errors), headers=headers)
 
 
-@router.delete("/fhir/$import-status/{job_id}")
+@router.delete(
+    "/fhir/$import-status/{job_id}",
+    status_code=202,
+    response_class=FHIRResponse,
+    response_model=OperationOutcome,
+    responses=outcomes(404),
+)
 def cancel_import(job_id: str, request: Request, principal: Writer) -> Response:
     """Cancel a running job (lines committed so far stay applied) or forget a
     finished one; its status is 404 from then on."""

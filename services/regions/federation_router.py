@@ -22,13 +22,25 @@ from shared.errors import (
     TooManyRequestsError,
     UnsupportedMediaTypeError,
 )
-from shared.http import FHIRResponse, get_runtime
+from shared.http import FHIR_JSON, FHIRResponse, get_runtime
+from shared.openapi import FHIRResource, OperationOutcome, outcomes
 from shared.ratelimit import retry_after_header
 from shared.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1")
 
-_JSON_TYPES = ("application/fhir+json", "application/json")
+_JSON_TYPES = (FHIR_JSON, "application/json")
+#: The body: a Bundle of summary MeasureReports, or one (checked by ``read_body``).
+_SUBMISSION_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "a Bundle (collection or batch) of summary MeasureReports, or one",
+        "content": {
+            media: {"schema": {"$ref": f"#/components/schemas/{FHIRResource.__name__}"}}
+            for media in _JSON_TYPES
+        },
+    }
+}
 
 
 def _outcome(error: AppError) -> Response:
@@ -84,7 +96,12 @@ def _submit(runtime: Runtime, submitter: Submitter, body: Any) -> Response:
 @router.post(
     "/regions/{region}/submissions",
     summary="Submit a member's monthly MeasureReports to its region",
-    responses={200: {"content": {"application/fhir+json": {}}}},
+    response_class=FHIRResponse,
+    response_model=OperationOutcome,
+    # Every answer is an OperationOutcome, the errors too (``_outcome``): a submission
+    # key's 401, 403 and 429, the body's 400, 413, 415 and 422.
+    responses=outcomes(400, 413, 415),
+    openapi_extra=_SUBMISSION_BODY,
 )
 async def post_submissions(region: str, request: Request) -> Response:
     """A Bundle (``collection`` or ``batch``) of summary MeasureReports, or one; all

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from services.indicators import Catalogue, IndicatorDefinition, catalogue_for, profiles_for
@@ -20,6 +21,7 @@ from services.regions.models import Region, RegionMember
 from services.regions.service import members, region_of, region_today
 from shared.auth import Principal
 from shared.http import JSONResponse, get_runtime, require
+from shared.openapi import CSV, body, problems
 from shared.runtime import Runtime
 
 router = APIRouter(prefix="/api/v1/regions")
@@ -30,13 +32,160 @@ DEFAULT_CATALOGUE = "2026"
 #: How many months a series spans by default, ending with the last closed month.
 SERIES_MONTHS = 12
 
+#: ``YYYY-MM`` from 1900-01 (``league.parse_month``).
+MONTH_PATTERN = r"^(19|[2-9][0-9])[0-9]{2}-(0[1-9]|1[0-2])$"
+
 FromMonth = Annotated[
-    str | None, Query(alias="from", description="first month, YYYY-MM; default: to")
+    str | None,
+    Query(alias="from", pattern=MONTH_PATTERN, description="first month, YYYY-MM; default: to"),
 ]
 ToMonth = Annotated[
     str | None,
-    Query(alias="to", description="last month, YYYY-MM; default: from, else last month"),
+    Query(
+        alias="to",
+        pattern=MONTH_PATTERN,
+        description="last month, YYYY-MM; default: from, else last month",
+    ),
 ]
+
+
+# -- response models: what the routes' dicts are (league.league_json, league.series) ----
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class RegionBase(_Open):
+    id: str
+    name: str
+    timezone: str
+    target_profile: str | None
+
+
+class MemberReported(_Open):
+    member: str
+    name: str
+    #: A tenant of this instance (True) or a hospital that submits its figures.
+    local: bool
+    reported: bool
+
+
+class RegionOut(RegionBase):
+    month: str
+    members: list[MemberReported]
+
+
+class Names(_Open):
+    zh: str
+    en: str
+
+
+class RegionIndicator(_Open):
+    code: str
+    name: Names
+    direction: Literal["higher_is_better", "lower_is_better"]
+    unit: str
+    kind: str
+    catalogue: str | None
+    group: str | None
+    target: float | None
+    target_source: str | None
+
+
+class RegionIndicators(RegionBase):
+    catalogue: str
+    indicators: list[RegionIndicator]
+
+
+class Pooled(_Open):
+    numerator: int
+    denominator: int
+    rate: float | None
+
+
+class FunnelLimits(_Open):
+    lower_998: float
+    lower_95: float
+    upper_95: float
+    upper_998: float
+
+
+class LeagueMember(_Open):
+    member: str
+    name: str
+    local: bool
+    reported: bool
+    months_reported: list[str]
+    months_missing: list[str]
+    numerator: int | None
+    denominator: int | None
+    rate: float | None
+    ci95: list[float] | None
+    meets_target: bool | None
+    funnel: str | None
+    assessment: Literal["better", "worse"] | None
+    limits: FunnelLimits | None
+    rank: int | None
+
+
+class LeagueOut(_Open):
+    region: str
+    code: str
+    kind: str
+    unit: str
+    direction: Literal["higher_is_better", "lower_is_better"]
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    months: list[str]
+    pooled: Pooled
+    target: float | None
+    target_source: str | None
+    center: float | None
+    center_source: Literal["target", "pooled"] | None
+    members: list[LeagueMember]
+    funnel_curve: list[dict[str, float]]
+
+
+class MonthFigures(_Open):
+    month: str
+    numerator: int | None
+    denominator: int | None
+    rate: float | None
+
+
+class PooledMonth(MonthFigures):
+    members_reported: int
+    members: int
+
+
+class PooledPoint(PooledMonth):
+    previous_year: PooledMonth
+
+
+class MemberMonth(MonthFigures):
+    reported: bool
+
+
+class MemberPoint(MemberMonth):
+    previous_year: MemberMonth
+
+
+class MemberSeries(_Open):
+    member: str
+    name: str
+    points: list[MemberPoint]
+
+
+class SeriesOut(_Open):
+    region: str
+    code: str
+    unit: str
+    direction: Literal["higher_is_better", "lower_is_better"]
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    pooled: list[PooledPoint]
+    by_member: list[MemberSeries]
 
 
 def _catalogue(runtime: Runtime) -> Catalogue:
@@ -103,12 +252,14 @@ def region_json(region: Region) -> dict[str, Any]:
     }
 
 
-@router.get("/{region_id}")
+@router.get("/{region_id}", response_model=RegionOut, responses=problems(404))
 def get_region(
     region_id: str,
     request: Request,
     principal: RegionReader,
-    month: Annotated[str | None, Query(description="YYYY-MM; default last month")] = None,
+    month: Annotated[
+        str | None, Query(pattern=MONTH_PATTERN, description="YYYY-MM; default last month")
+    ] = None,
 ) -> JSONResponse:
     """The region, its members, and which of them reported ``month``."""
     runtime = get_runtime(request)
@@ -148,7 +299,7 @@ def _summary(defn: IndicatorDefinition, target: league.RegionTarget) -> dict[str
     }
 
 
-@router.get("/{region_id}/indicators")
+@router.get("/{region_id}/indicators", response_model=RegionIndicators, responses=problems(404))
 def list_indicators(
     region_id: str,
     request: Request,
@@ -204,7 +355,9 @@ def _league(
         )
 
 
-@router.get("/{region_id}/indicators/{code}/league")
+@router.get(
+    "/{region_id}/indicators/{code}/league", response_model=LeagueOut, responses=problems(404)
+)
 def get_league(
     region_id: str,
     code: str,
@@ -219,7 +372,14 @@ def get_league(
     return JSONResponse(league.league_json(table))
 
 
-@router.get("/{region_id}/indicators/{code}/league.csv")
+@router.get(
+    "/{region_id}/indicators/{code}/league.csv",
+    response_class=Response,
+    responses={
+        **body(200, CSV, "the league table as CSV (UTF-8 with a BOM)"),
+        **problems(404),
+    },
+)
 def get_league_csv(
     region_id: str,
     code: str,
@@ -241,7 +401,9 @@ def get_league_csv(
     )
 
 
-@router.get("/{region_id}/indicators/{code}/series")
+@router.get(
+    "/{region_id}/indicators/{code}/series", response_model=SeriesOut, responses=problems(404)
+)
 def get_series(
     region_id: str,
     code: str,
@@ -249,12 +411,18 @@ def get_series(
     principal: RegionReader,
     start: Annotated[
         str | None,
-        Query(alias="from", description="first month, YYYY-MM; default: 11 months before to"),
+        Query(
+            alias="from",
+            pattern=MONTH_PATTERN,
+            description="first month, YYYY-MM; default: 11 months before to",
+        ),
     ] = None,
     end: Annotated[
         str | None,
         Query(
-            alias="to", description="last month, YYYY-MM; default: 11 after from, else last month"
+            alias="to",
+            pattern=MONTH_PATTERN,
+            description="last month, YYYY-MM; default: 11 after from, else last month",
         ),
     ] = None,
 ) -> JSONResponse:

@@ -1,6 +1,7 @@
 """The quality department's console: the page at ``/``, its static assets, the offline
 ``/docs`` and ``/redoc``, and two small reads the REST API lacks (who the key is, and
-one episode's timeline).
+one episode's timeline). A region's key (质控中心, ``region-reader``) signs in too: the
+session says so and the console opens the region's page (docs/CONSOLE.md).
 
 Every asset ships in the package (``static/``): hospital intranets have no internet,
 so nothing is fetched from a CDN. Assets are served gzip-compressed when the browser
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -24,11 +25,14 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 import services.ingest as ingest
-from shared.auth import Principal
-from shared.errors import NotFoundError
+from services.regions.models import Region
+from shared.auth import REGION_ROLES, Principal, authenticate
+from shared.errors import NotFoundError, TooManyRequestsError
 from shared.http import JSONResponse, get_runtime, require
 from shared.models import Tenant
 from shared.openapi import problems
+from shared.ratelimit import retry_after_header
+from shared.runtime import Runtime
 
 STATIC = Path(__file__).parent / "static"
 ASSETS = "/console/static"
@@ -38,6 +42,31 @@ ASSETS = "/console/static"
 router = APIRouter()
 
 Reader = Annotated[Principal, Depends(require("api:read"))]
+
+
+def _reader_or_region(request: Request) -> Principal:
+    """``require("api:read")`` that also lets a region's key (``region:read``) through:
+    the session read is the one console route both kinds of key sign in with. The same
+    steps as :func:`shared.http.require` (key, expiry, rate limit), one permission of
+    two; an ingest key is refused as ``require("api:read")`` refuses it."""
+    runtime = get_runtime(request)
+    now = runtime.clock.now()
+    with runtime.read() as session:
+        principal = authenticate(session, request.headers.get("authorization"), now=now)
+    wait = runtime.rate_limiter.take(principal.key_id, now)
+    if wait is not None:
+        limit = runtime.settings.rate_limit_per_minute
+        raise TooManyRequestsError(
+            f"rate limit of {limit} requests per minute for this key exceeded",
+            retry_after=retry_after_header(wait),
+        )
+    if not principal.may("region:read"):
+        principal.require("api:read")
+    request.state.principal = principal
+    return principal
+
+
+SessionReader = Annotated[Principal, Depends(_reader_or_region)]
 
 # Assets are immutable per release but not content-hashed in their names: revalidate.
 _CACHE_CONTROL = "no-cache"
@@ -119,7 +148,19 @@ class DepartmentOut(BaseModel):
     name: str | None
 
 
+class RegionRefOut(BaseModel):
+    """The region a region key reads (``GET /api/v1/regions/{id}`` has the rest)."""
+
+    id: str
+    name: str
+
+
 class SessionOut(BaseModel):
+    """A hospital's key (``kind: hospital``) or a region's (``kind: region``). For a
+    region key ``tenant``/``tenant_name``/``timezone`` are the region's (its keys carry
+    the region's id where a hospital's carry the tenant's), ``departments`` is null and
+    ``department_list`` empty."""
+
     tenant: str
     tenant_name: str
     timezone: str
@@ -128,6 +169,8 @@ class SessionOut(BaseModel):
     departments: list[str] | None
     permissions: list[str]
     department_list: list[DepartmentOut]
+    kind: Literal["hospital", "region"]
+    region: RegionRefOut | None
 
 
 class CodingOut(BaseModel):
@@ -164,12 +207,15 @@ class TimelineOut(BaseModel):
 
 
 @router.get(
-    "/console/api/session", tags=["console"], response_model=SessionOut, responses=problems()
+    "/console/api/session", tags=["console"], response_model=SessionOut, responses=problems(404)
 )
-def session_info(request: Request, principal: Reader) -> JSONResponse:
+def session_info(request: Request, principal: SessionReader) -> JSONResponse:
     """Who the key is: its role, its departments (null: all), its tenant's time zone,
-    and the departments it may choose from."""
+    and the departments it may choose from; for a region's key (``kind: region``) its
+    region."""
     runtime = get_runtime(request)
+    if principal.role in REGION_ROLES:
+        return JSONResponse(_region_session(runtime, principal))
     with runtime.read() as session:
         tenant = session.get(Tenant, principal.tenant_id)
         names = ingest.department_names(session, principal.tenant_id)
@@ -184,10 +230,36 @@ def session_info(request: Request, principal: Reader) -> JSONResponse:
             "departments": sorted(principal.departments)
             if principal.departments is not None
             else None,
-            "permissions": sorted(p for p in ("admin", "manual", "api:read") if principal.may(p)),
+            "permissions": _permissions(principal),
             "department_list": [{"code": c, "name": names.get(c)} for c in codes],
+            "kind": "hospital",
+            "region": None,
         }
     )
+
+
+def _permissions(principal: Principal) -> list[str]:
+    return sorted(p for p in ("admin", "manual", "api:read", "region:read") if principal.may(p))
+
+
+def _region_session(runtime: Runtime, principal: Principal) -> dict[str, Any]:
+    with runtime.read() as session:
+        region = session.get(Region, principal.tenant_id)
+        if region is None:  # a key whose region is gone: as an unknown key's region
+            raise NotFoundError(f"no region '{principal.tenant_id}'")
+        name, timezone = region.name, region.timezone
+    return {
+        "tenant": principal.tenant_id,
+        "tenant_name": name,
+        "timezone": timezone,
+        "role": principal.role.value,
+        "key_id": principal.key_id,
+        "departments": None,
+        "permissions": _permissions(principal),
+        "department_list": [],
+        "kind": "region",
+        "region": {"id": principal.tenant_id, "name": name},
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

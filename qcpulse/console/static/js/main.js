@@ -1,6 +1,8 @@
 // The console's shell: sign-in, the top bar, and a hash router that renders one view
 // at a time. Views are modules under views/, each `render(main, ctx, params)` returning
-// an optional cleanup (stop polling, dispose charts).
+// an optional cleanup (stop polling, dispose charts). A region's key (the session's
+// `kind: "region"`) gets the region's routes only: aggregates, never cases, timelines
+// or FHIR resources.
 
 import { api, auth, whenUnauthorized } from "./api.js";
 import { clear, h } from "./dom.js";
@@ -16,6 +18,8 @@ import * as manual from "./views/manual.js";
 import * as report from "./views/report.js";
 import * as bulletin from "./views/bulletin.js";
 import * as signin from "./views/signin.js";
+import * as region from "./views/region.js";
+import * as league from "./views/league.js";
 
 const ROUTES = [
   [/^\/$/, overview],
@@ -25,6 +29,12 @@ const ROUTES = [
   [/^\/alerts$/, alerts],
   [/^\/manual$/, manual],
   [/^\/report$/, report],
+  [/^\/bulletin$/, bulletin],
+];
+
+const REGION_ROUTES = [
+  [/^\/$/, region],
+  [/^\/league\/([^/]+)$/, league],
   [/^\/bulletin$/, bulletin],
 ];
 
@@ -47,7 +57,12 @@ function parseHash() {
 
 async function loadSession() {
   ctx.session = await api.get("/console/api/session");
-  ctx.indicators = await api.get("/api/v1/indicators");
+  if (ctx.session.kind === "region") {
+    const path = `/api/v1/regions/${encodeURIComponent(ctx.session.region.id)}/indicators`;
+    ctx.indicators = (await api.get(path)).indicators;
+  } else {
+    ctx.indicators = await api.get("/api/v1/indicators");
+  }
   setTimeZone(ctx.session.timezone);
   i18n.defaultFor(ctx.session.timezone);
 }
@@ -65,13 +80,16 @@ function topbar() {
   document.getElementById("dialog-close").textContent = t("close");
   if (!signedIn) return;
   const { path } = parseHash();
-  const links = [["/", "navOverview"], ["/alerts", "navAlerts"], ["/report", "navReport"], ["/bulletin", "navBulletin"]];
-  if (ctx.session.permissions.includes("manual")) links.splice(2, 0, ["/manual", "navManual"]);
-  clear(document.getElementById("nav"),
-    links.map(([href, key]) => h("a", { href: `#${href}`, "aria-current": path === href ? "page" : null }, t(key))),
-    h("a", { href: "/docs", target: "_blank", rel: "noopener" }, t("navApi")));
   const s = ctx.session;
-  const scope = s.departments ? s.departments.join(", ") : t("allDepartments");
+  const links = s.region
+    ? [["/", "navRegion"], ["/bulletin", "navBulletin"]]
+    : [["/", "navOverview"], ["/alerts", "navAlerts"], ["/report", "navReport"], ["/bulletin", "navBulletin"]];
+  if (s.permissions.includes("manual")) links.splice(2, 0, ["/manual", "navManual"]);
+  const current = (href) => path === href || (href === "/" && s.region && path.startsWith("/league/"));
+  clear(document.getElementById("nav"),
+    links.map(([href, key]) => h("a", { href: `#${href}`, "aria-current": current(href) ? "page" : null }, t(key))),
+    h("a", { href: "/docs", target: "_blank", rel: "noopener" }, t("navApi")));
+  const scope = s.region ? t("regionCentre") : s.departments ? s.departments.join(", ") : t("allDepartments");
   clear(document.getElementById("who"), `${s.tenant_name} · ${s.role} · ${scope}`);
 }
 
@@ -99,7 +117,7 @@ async function route() {
   }
   topbar();
   const { path, params } = parseHash();
-  for (const [pattern, view] of ROUTES) {
+  for (const [pattern, view] of ctx.session.region ? REGION_ROUTES : ROUTES) {
     const match = path.match(pattern);
     if (match) {
       clear(main);

@@ -1,5 +1,7 @@
 // The monthly quality bulletin (质量安全月刊): a month, the XLSX and PDF downloads, and
 // the bulletin's indicator table and departments off target (GET /api/v1/bulletins/…).
+// A region's key reads its region's (GET /api/v1/regions/{region}/bulletins/…): the
+// members pooled, and the members off target instead of departments.
 // The files are fetched with the key in the Authorization header and handed to the
 // browser as a blob: the key never goes into a link.
 
@@ -37,16 +39,23 @@ function signalLabel(side) {
   return side ? t(side === "above" ? "signalAbove" : "signalBelow") : "";
 }
 
-export async function render(main, ctx, params) {
-  const month = params.month || addMonths(currentMonth(), -1);
-  const status = h("p", { role: "status", id: "bulletin-status", class: "muted" });
-  const body = h("div", {}, h("p", { class: "muted" }, t("loading")));
-  const base = `/api/v1/bulletins/${encodeURIComponent(month)}`;
-  const filename = (ext) => `qcpulse-bulletin-${ctx.session.tenant}-${month}.${ext}`;
+// The bulletin's JSON path for the key: the hospital's, or its region's.
+export function bulletinPath(ctx, month) {
+  const region = ctx.session.region;
+  return region
+    ? `/api/v1/regions/${encodeURIComponent(region.id)}/bulletins/${encodeURIComponent(month)}`
+    : `/api/v1/bulletins/${encodeURIComponent(month)}`;
+}
 
+// The XLSX and PDF buttons of a month's bulletin; `status` (a role=status element)
+// says what happened. Shared with the region's pages.
+export function downloadButtons(ctx, month, status, className = "btn") {
+  const base = bulletinPath(ctx, month);
+  // The server's name: qcpulse-bulletin-{tenant or region}-{month}.{ext}
+  const filename = (ext) => `qcpulse-bulletin-${ctx.session.tenant}-${month}.${ext}`;
   const downloadButton = (ext, label) => h("button", {
     type: "button",
-    class: "btn",
+    class: className,
     id: `bulletin-${ext}`,
     onClick: async (e) => {
       const button = e.currentTarget;
@@ -64,14 +73,22 @@ export async function render(main, ctx, params) {
       }
     },
   }, label);
+  return [downloadButton("xlsx", t("downloadXlsx")), downloadButton("pdf", t("downloadPdf"))];
+}
+
+export async function render(main, ctx, params) {
+  const month = params.month || addMonths(currentMonth(), -1);
+  const status = h("p", { role: "status", id: "bulletin-status", class: "muted" });
+  const body = h("div", {}, h("p", { class: "muted" }, t("loading")));
+  const base = bulletinPath(ctx, month);
+  const region = ctx.session.region;
 
   clear(main,
     h("h1", {}, `${t("bulletinTitle")} · ${monthLabel(month)}`),
-    h("p", { class: "muted" }, t("bulletinLead")),
+    h("p", { class: "muted" }, t(region ? "bulletinLeadRegion" : "bulletinLead")),
     h("form", { class: "filters", onSubmit: (e) => e.preventDefault(), "aria-label": t("period") },
       monthInput(month, (v) => ctx.go("/bulletin", { month: v })),
-      downloadButton("xlsx", t("downloadXlsx")),
-      downloadButton("pdf", t("downloadPdf"))),
+      downloadButtons(ctx, month, status)),
     status,
     body);
 
@@ -96,7 +113,7 @@ export async function render(main, ctx, params) {
   const gapColumns = [
     { key: "code", label: "Code" },
     { key: "indicator", label: t("indicator"), render: (g) => name(units[g.code]), csv: (g) => name(units[g.code]) },
-    { key: "department", label: t("department"), render: (g) => g.department_name || g.department },
+    { key: "department", label: t(region ? "member" : "department"), render: (g) => g.department_name || g.department },
     { key: "rate", label: t("rate"), num: true, render: (g) => rate(g.rate, units[g.code].unit) },
     { key: "numerator", label: t("numerator"), num: true },
     { key: "denominator", label: t("denominator"), num: true },
@@ -113,10 +130,10 @@ export async function render(main, ctx, params) {
     })),
     h("h2", {}, t("bulletinIndicators")),
     dataTable({ caption: `${t("bulletinIndicators")} · ${monthLabel(month)}`, filename: `qcpulse-bulletin-${month}.csv`, rows: lines, columns }),
-    h("h2", {}, t("bulletinDepartments")),
+    h("h2", {}, t(region ? "bulletinMembers" : "bulletinDepartments")),
     dataTable({
-      caption: t("bulletinDepartments"),
-      filename: `qcpulse-bulletin-${month}-departments.csv`,
+      caption: t(region ? "bulletinMembers" : "bulletinDepartments"),
+      filename: `qcpulse-bulletin-${month}-${region ? "members" : "departments"}.csv`,
       rows: bulletin.departments_off_target,
       columns: gapColumns,
     }),

@@ -22,11 +22,15 @@ def qcpulse_invocations() -> list[list[str]]:
     """Every `qcpulse …` command in the README's shell blocks and command table."""
     text = README.read_text(encoding="utf-8")
     found = []
-    lines = [line for block in code_blocks(text) for line in block.splitlines()]
+    # A line continued with a backslash is one command.
+    lines = [
+        line for block in code_blocks(text) for line in block.replace("\\\n", " ").splitlines()
+    ]
     lines += re.findall(r"^\| `(qcpulse [^`]*)`", text, flags=re.M)
     for line in lines:
         for part in re.split(r"&&|\|", line):
-            words = shlex.split(part)
+            # KEY=$(qcpulse …): the command substituted is a command too.
+            words = shlex.split(part.replace("$(", " ").replace(")", " "), comments=True)
             for i, word in enumerate(words):
                 if "=" not in word and word.rsplit("/", 1)[-1] == "qcpulse":
                     args = [w for w in words[i + 1 :] if w != "\\"]

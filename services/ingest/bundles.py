@@ -320,15 +320,19 @@ def process_bundle(
                 issues=issues,
             )
         response = []
-        for entry in parsed:
-            assert entry is not None
-            try:
-                response.append(_response_entry(_apply(unit, entry)))
-            except NotFoundError as exc:
-                raise NotFoundError(
-                    f"{entry.where}: {exc.detail}; nothing was stored",
-                    issues=[Issue("not-found", exc.detail, (f"{entry.where}.request.url",))],
-                ) from exc
+        try:
+            for entry in parsed:
+                assert entry is not None
+                try:
+                    response.append(_response_entry(_apply(unit, entry)))
+                except NotFoundError as exc:
+                    raise NotFoundError(
+                        f"{entry.where}: {exc.detail}; nothing was stored",
+                        issues=[Issue("not-found", exc.detail, (f"{entry.where}.request.url",))],
+                    ) from exc
+        except BaseException:
+            unit.discard()  # the caller rolls the transaction (or its savepoint) back
+            raise
         unit.finish()
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": response}
 

@@ -387,6 +387,11 @@ class IngestUnit:
                 {**values, "k_tenant_id": self.tenant_id, "k_type": rtype, "k_id": rid}
             )
 
+    def discard(self) -> None:
+        """Drop the pending rows of writes the caller is rolling back (a failed
+        transaction Bundle inside a savepoint whose transaction goes on, as HL7 v2's)."""
+        self._pending.clear()
+
     def flush(self) -> None:
         """Write the pending version rows: one ``executemany`` per statement, in the
         order the rows were made (an update of a resource follows its insert). Called

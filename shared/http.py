@@ -53,9 +53,9 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def require(permission: str) -> Callable[[Request], Principal]:
+def require(permission: str, *alternatives: str) -> Callable[[Request], Principal]:
     """A dependency: the caller's key (not expired, within its rate limit), checked for
-    ``permission``."""
+    ``permission`` or any of ``alternatives`` (refused in the words of ``permission``)."""
 
     def dependency(request: Request) -> Principal:
         runtime = get_runtime(request)
@@ -69,7 +69,8 @@ def require(permission: str) -> Callable[[Request], Principal]:
                 f"rate limit of {limit} requests per minute for this key exceeded",
                 retry_after=retry_after_header(wait),
             )
-        principal.require(permission)
+        if not any(principal.may(p) for p in alternatives):
+            principal.require(permission)
         request.state.principal = principal
         return principal
 

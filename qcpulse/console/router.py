@@ -26,12 +26,11 @@ from pydantic import BaseModel, Field
 
 import services.ingest as ingest
 from services.regions.models import Region
-from shared.auth import REGION_ROLES, Principal, authenticate
-from shared.errors import NotFoundError, TooManyRequestsError
+from shared.auth import REGION_ROLES, Principal
+from shared.errors import NotFoundError
 from shared.http import JSONResponse, get_runtime, require
 from shared.models import Tenant
 from shared.openapi import problems
-from shared.ratelimit import retry_after_header
 from shared.runtime import Runtime
 
 STATIC = Path(__file__).parent / "static"
@@ -44,29 +43,9 @@ router = APIRouter()
 Reader = Annotated[Principal, Depends(require("api:read"))]
 
 
-def _reader_or_region(request: Request) -> Principal:
-    """``require("api:read")`` that also lets a region's key (``region:read``) through:
-    the session read is the one console route both kinds of key sign in with. The same
-    steps as :func:`shared.http.require` (key, expiry, rate limit), one permission of
-    two; an ingest key is refused as ``require("api:read")`` refuses it."""
-    runtime = get_runtime(request)
-    now = runtime.clock.now()
-    with runtime.read() as session:
-        principal = authenticate(session, request.headers.get("authorization"), now=now)
-    wait = runtime.rate_limiter.take(principal.key_id, now)
-    if wait is not None:
-        limit = runtime.settings.rate_limit_per_minute
-        raise TooManyRequestsError(
-            f"rate limit of {limit} requests per minute for this key exceeded",
-            retry_after=retry_after_header(wait),
-        )
-    if not principal.may("region:read"):
-        principal.require("api:read")
-    request.state.principal = principal
-    return principal
-
-
-SessionReader = Annotated[Principal, Depends(_reader_or_region)]
+#: The session read is the one console route both kinds of key sign in with: a
+#: hospital's (``api:read``) and a region's (``region:read``); an ingest key is refused.
+SessionReader = Annotated[Principal, Depends(require("api:read", "region:read"))]
 
 # Assets are immutable per release but not content-hashed in their names: revalidate.
 _CACHE_CONTROL = "no-cache"

@@ -156,22 +156,49 @@ _SET_PATIENT_FIELDS = (
 )
 
 
+FactKey = tuple[str, str]
+
+
 @dataclass(slots=True)
-class _PendingVersions:
-    """The version rows an :class:`IngestUnit` made and has not written yet."""
+class _Pending:
+    """The rows an :class:`IngestUnit` decided and has not written yet.
+
+    Versions are appended in order. Facts keep each resource's last state only (its
+    values, or ``None`` for a retraction) beside whether the table held a row for it
+    when the state was first decided, so a resource written twice in one Bundle is
+    written once. ``relinks`` are stored facts whose episode follows a target written
+    in this unit (never a key of ``facts``: a later write of the fact supersedes it)."""
 
     versions: list[dict[str, Any]] = field(default_factory=list)
     inserts: list[dict[str, Any]] = field(default_factory=list)
     updates: list[dict[str, Any]] = field(default_factory=list)
+    facts: dict[FactKey, dict[str, Any] | None] = field(default_factory=dict)
+    fact_stored: dict[FactKey, bool] = field(default_factory=dict)
+    relinks: dict[FactKey, str | None] = field(default_factory=dict)
     _guarded: Session | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.versions)
+        return bool(self.versions or self.facts or self.relinks)
 
     def clear(self) -> None:
         self.versions.clear()
         self.inserts.clear()
         self.updates.clear()
+        self.facts.clear()
+        self.fact_stored.clear()
+        self.relinks.clear()
+
+    def set_fact(self, key: FactKey, values: dict[str, Any] | None, *, stored: bool) -> None:
+        self.fact_stored.setdefault(key, stored)
+        self.facts[key] = values
+        self.relinks.pop(key, None)
+
+    def relink(self, key: FactKey, encounter_id: str | None) -> None:
+        values = self.facts.get(key)
+        if values is not None:
+            values["encounter_id"] = encounter_id
+        else:
+            self.relinks[key] = encounter_id
 
     def guard(self, session: Session) -> None:
         """Fail the session's commit while rows are pending (once per session)."""
@@ -180,10 +207,11 @@ class _PendingVersions:
         self._guarded = session
 
         def before_commit(_: Session) -> None:
-            if self.versions:
+            if self:
                 raise RuntimeError(
-                    f"{len(self.versions)} resource version(s) made but not written: "
-                    "IngestUnit.finish() (or flush()) was not called before the commit"
+                    f"{len(self.versions)} resource version(s) and {len(self.facts)} fact(s) "
+                    "made but not written: IngestUnit.finish() (or flush()) was not called "
+                    "before the commit"
                 )
 
         sa.event.listen(session, "before_commit", before_commit, once=True)
@@ -214,9 +242,10 @@ class IngestUnit:
     _departments: dict[str, str | None] = field(default_factory=dict)
     #: Resource keys this unit holds the lock of (PostgreSQL; see :meth:`_lock`).
     _locked: set[tuple[str, str]] = field(default_factory=set)
-    #: Version rows not written yet, by statement: :meth:`flush` writes each kind with
-    #: one ``executemany`` (a Bundle's new versions in one statement, not one per entry).
-    _pending: _PendingVersions = field(default_factory=lambda: _PendingVersions())
+    #: Version and fact rows not written yet: :meth:`flush` writes each kind with one
+    #: ``executemany`` (a Bundle's new versions and facts in one statement per table and
+    #: kind, not one per entry).
+    _pending: _Pending = field(default_factory=lambda: _Pending())
 
     # -- reading -----------------------------------------------------------------
 
@@ -239,6 +268,8 @@ class IngestUnit:
 
     def _load_mapping(self) -> None:
         keys, self._to_map = self._to_map, set()
+        if self._pending.facts:
+            self.flush()  # ``linked_refs`` must see the facts this unit decided
         fact_keys = [k for k in keys if k[0] in MAPPED_TYPES and k not in self._facts]
         if fact_keys:
             facts = repository.fact_links(self.session, self.tenant_id, fact_keys)
@@ -403,7 +434,47 @@ class IngestUnit:
             self.session.execute(_INSERT_RESOURCE, pending.inserts)
         if pending.updates:
             self.session.execute(_UPDATE_RESOURCE, pending.updates)
+        if pending.facts or pending.relinks:
+            self._write_facts()
         pending.clear()
+
+    def _write_facts(self) -> None:
+        """Each pending fact's last state: an insert, an update or a delete, one
+        ``executemany`` per kind (the keys are distinct, so their order is free)."""
+        pending = self._pending
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        deletes: list[dict[str, Any]] = []
+        for (rtype, rid), values in pending.facts.items():
+            stored = pending.fact_stored[(rtype, rid)]
+            where = {"k_tenant_id": self.tenant_id, "k_resource_type": rtype, "k_resource_id": rid}
+            if values is None:
+                if stored:
+                    deletes.append(where)
+            elif stored:
+                updates.append({**values, **where})
+            else:
+                inserts.append(
+                    {"tenant_id": self.tenant_id, "resource_type": rtype, "resource_id": rid}
+                    | values
+                )
+        relinks = [
+            {
+                "k_tenant_id": self.tenant_id,
+                "k_resource_type": rtype,
+                "k_resource_id": rid,
+                "encounter_id": encounter_id,
+            }
+            for (rtype, rid), encounter_id in pending.relinks.items()
+        ]
+        for statement, rows in (
+            (_DELETE_FACT, deletes),
+            (_INSERT_FACT, inserts),
+            (_UPDATE_FACT, updates),
+            (_RELINK_FACT, relinks),
+        ):
+            if rows:
+                self.session.execute(statement, rows)
 
     def finish(self) -> None:
         """Write what is pending and announce every touched episode once, in this
@@ -504,10 +575,9 @@ class IngestUnit:
         if row is not None and row.encounter_id:
             self.touched.add(row.encounter_id)
         key = (rtype, rid)
-        where = {"k_tenant_id": self.tenant_id, "k_resource_type": rtype, "k_resource_id": rid}
         if mapped is None:
             if row is not None:
-                self.session.execute(_DELETE_FACT, where)
+                self._pending.set_fact(key, None, stored=True)
                 self._facts[key] = None
             self._relink(f"{rtype}/{rid}", None)
             return
@@ -528,20 +598,7 @@ class IngestUnit:
         }
         if mapped.link_ref is not None:
             self._unlinked.discard(mapped.link_ref)
-        if row is None:
-            self.session.execute(
-                _INSERT_FACT,
-                [
-                    {
-                        "tenant_id": self.tenant_id,
-                        "resource_type": rtype,
-                        "resource_id": rid,
-                        **values,
-                    }
-                ],
-            )
-        else:
-            self.session.execute(_UPDATE_FACT, {**values, **where})
+        self._pending.set_fact(key, values, stored=row is not None)
         self._facts[key] = _Fact(encounter_id, mapped.link_ref)
         if encounter_id:
             self.touched.add(encounter_id)
@@ -551,19 +608,13 @@ class IngestUnit:
         """Facts that join an episode through ``ref`` follow it."""
         if ref in self._unlinked:
             return  # a prefetch found no fact linking here, and none was written since
+        if self._pending.facts:
+            self.flush()  # the query must see the facts this unit decided
         for rtype, rid, current in repository.facts_linked_to(self.session, self.tenant_id, ref):
             if current != encounter_id:
                 if current:
                     self.touched.add(current)
-                self.session.execute(
-                    _RELINK_FACT,
-                    {
-                        "k_tenant_id": self.tenant_id,
-                        "k_resource_type": rtype,
-                        "k_resource_id": rid,
-                        "encounter_id": encounter_id,
-                    },
-                )
+                self._pending.relink((rtype, rid), encounter_id)
                 self._facts[(rtype, rid)] = _Fact(encounter_id, ref)
                 if encounter_id:
                     self.touched.add(encounter_id)

@@ -20,11 +20,12 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
-def _by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    by_type: dict[str, set[str]] = {}
-    for rtype, rid in keys:
-        by_type.setdefault(rtype, set()).add(rid)
-    return {rtype: sorted(ids) for rtype, ids in by_type.items()}
+def _key_chunks(keys: Iterable[tuple[str, str]]) -> Iterable[list[tuple[str, str]]]:
+    """Distinct (type, id) keys, sorted, in chunks: one query per chunk, whatever the
+    mix of types (a Bundle of 50 entries of ten types is one round trip, not ten)."""
+    ordered = sorted(set(keys))
+    for start in range(0, len(ordered), _CHUNK):
+        yield ordered[start : start + _CHUNK]
 
 
 _R = StoredResource.__table__
@@ -32,20 +33,24 @@ _F = FactRow.__table__
 _E = EpisodeRow.__table__
 
 # Built once: constructing a statement per call costs more than running it on SQLite.
-_HEADS = sa.select(_R.c.id, _R.c.version, _R.c.content_hash, _R.c.deleted, _R.c.last_updated).where(
+# ``(type, id) IN (…)`` is a row-value comparison: SQLite renders it as ``IN (VALUES …)``;
+# both use the primary key.
+_HEADS = sa.select(
+    _R.c.type, _R.c.id, _R.c.version, _R.c.content_hash, _R.c.deleted, _R.c.last_updated
+).where(
     _R.c.tenant_id == sa.bindparam("tenant"),
-    _R.c.type == sa.bindparam("type"),
-    _R.c.id.in_(sa.bindparam("ids", expanding=True)),
+    sa.tuple_(_R.c.type, _R.c.id).in_(sa.bindparam("keys", expanding=True)),
 )
 _BODY = sa.select(_R.c.body).where(
     _R.c.tenant_id == sa.bindparam("tenant"),
     _R.c.type == sa.bindparam("type"),
     _R.c.id == sa.bindparam("id"),
 )
-_FACT_LINKS = sa.select(_F.c.resource_id, _F.c.encounter_id, _F.c.link_ref).where(
+_FACT_LINKS = sa.select(
+    _F.c.resource_type, _F.c.resource_id, _F.c.encounter_id, _F.c.link_ref
+).where(
     _F.c.tenant_id == sa.bindparam("tenant"),
-    _F.c.resource_type == sa.bindparam("type"),
-    _F.c.resource_id.in_(sa.bindparam("ids", expanding=True)),
+    sa.tuple_(_F.c.resource_type, _F.c.resource_id).in_(sa.bindparam("keys", expanding=True)),
 )
 _LINKED_REFS = (
     sa.select(_F.c.link_ref)
@@ -75,13 +80,12 @@ def current_heads(
     session: Session, tenant_id: str, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[int, str, bool, datetime]]:
     """(version, content_hash, deleted, last_updated) of the current rows for many
-    (type, id) keys, one round trip per type; bodies are not read."""
+    (type, id) keys, one round trip per 500 keys; bodies are not read."""
     found: dict[tuple[str, str], tuple[int, str, bool, datetime]] = {}
-    for rtype, ids in _by_type(keys).items():
-        for chunk in _chunks(ids):
-            rows = session.execute(_HEADS, {"tenant": tenant_id, "type": rtype, "ids": chunk})
-            for rid, version, digest, deleted, last_updated in rows:
-                found[(rtype, rid)] = (version, digest, deleted, last_updated)
+    for chunk in _key_chunks(keys):
+        rows = session.execute(_HEADS, {"tenant": tenant_id, "keys": chunk})
+        for rtype, rid, version, digest, deleted, last_updated in rows:
+            found[(rtype, rid)] = (version, digest, deleted, last_updated)
     return found
 
 
@@ -97,11 +101,10 @@ def fact_links(
 ) -> dict[tuple[str, str], tuple[str | None, str | None]]:
     """(encounter_id, link_ref) of the facts of many resources."""
     found: dict[tuple[str, str], tuple[str | None, str | None]] = {}
-    for rtype, ids in _by_type(keys).items():
-        for chunk in _chunks(ids):
-            rows = session.execute(_FACT_LINKS, {"tenant": tenant_id, "type": rtype, "ids": chunk})
-            for rid, encounter_id, link_ref in rows:
-                found[(rtype, rid)] = (encounter_id, link_ref)
+    for chunk in _key_chunks(keys):
+        rows = session.execute(_FACT_LINKS, {"tenant": tenant_id, "keys": chunk})
+        for rtype, rid, encounter_id, link_ref in rows:
+            found[(rtype, rid)] = (encounter_id, link_ref)
     return found
 
 

@@ -1,16 +1,21 @@
-"""A unit writes its new versions once, in ``finish()``: what it made and did not
-write is either written or dropped with the rollback, never committed half-way and
-never lost silently."""
+"""A unit writes its new versions and facts once, in ``finish()``: what it made and
+did not write is either written or dropped with the rollback, never committed half-way
+and never lost silently."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
+import sqlalchemy as sa
 
 from services.ingest.bundles import process_bundle
 from services.ingest.service import IngestUnit
 from shared.errors import NotFoundError
-from tests.conftest import TENANT
-from tests.fhir_factories import encounter, patient
+from tests.conftest import OTHER_TENANT, TENANT
+from tests.fhir_factories import condition, encounter, patient, procedure
 from tests.ingest.helpers import SHANGHAI, bundle, entry, ingest_snapshot, store_counts
 
 
@@ -71,3 +76,79 @@ def test_a_bundle_writes_each_version_once_in_order(runtime):
     snapshot = ingest_snapshot(runtime, TENANT)
     assert snapshot["resources"][("Patient", "p1")][0] == 2
     assert [v[2] for v in snapshot["versions"] if v[:2] == ("Patient", "p1")] == [1, 2]
+
+
+@contextmanager
+def _statements(engine: sa.Engine) -> Iterator[Counter[str]]:
+    """Count the statements sent to the database by their first two words and table
+    (``INSERT INTO clinical_facts``); an ``executemany`` counts once."""
+    seen: Counter[str] = Counter()
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        words = statement.split()
+        table = next((w for w in words if w.strip('"') in _TABLES), "")
+        seen[f"{words[0]} {table.strip(chr(34))}"] += 1
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+
+
+_TABLES = {"clinical_facts", "fhir_resource_versions", "fhir_resources"}
+
+
+def test_a_bundle_writes_its_facts_with_one_statement_per_kind(runtime):
+    """Ten new facts and ten new versions: one INSERT into each table, not ten."""
+    resources = [patient("p1"), encounter("e1", pid="p1")]
+    resources += [condition(f"c{i}", code=f"I21.00{i}") for i in range(5)]
+    resources += [procedure(f"pr{i}") for i in range(5)]
+
+    def work(session):
+        unit = IngestUnit(session, TENANT, SHANGHAI, runtime.clock.now())
+        process_bundle(unit, bundle(*map(entry, resources)), max_entries=100)
+
+    with _statements(runtime.engine) as seen:
+        runtime.write_tx(work)
+    assert seen["INSERT clinical_facts"] == 1
+    assert seen["UPDATE clinical_facts"] == 0
+    assert seen["INSERT fhir_resource_versions"] == 1
+    assert len(ingest_snapshot(runtime, TENANT)["facts"]) == 10
+
+
+def test_facts_written_twice_or_deleted_and_recreated_in_one_bundle_keep_the_last_state(
+    runtime,
+):
+    """The facts a unit keeps are each resource's last state: the same as posting only
+    that last state to a tenant of its own."""
+    stored = [patient("p1"), encounter("e1", pid="p1"), condition("c1"), condition("c2")]
+
+    def post(tenant: str, *entries: dict) -> None:
+        def work(session):
+            unit = IngestUnit(session, tenant, SHANGHAI, runtime.clock.now())
+            process_bundle(unit, bundle(*entries), max_entries=100)
+
+        runtime.write_tx(work)
+
+    post(TENANT, *map(entry, stored))
+    post(
+        TENANT,
+        entry(condition("c3", code="I21.100")),  # new, then changed: inserted once
+        entry(condition("c3", code="I21.200")),
+        entry(condition("c1", code="I21.300")),  # stored, changed twice: updated once
+        entry(condition("c1", code="I21.400")),
+        {"request": {"method": "DELETE", "url": "Condition/c2"}},  # deleted, then back
+        entry(condition("c2", code="I21.500")),
+    )
+    final = [
+        patient("p1"),
+        encounter("e1", pid="p1"),
+        condition("c1", code="I21.400"),
+        condition("c2", code="I21.500"),
+        condition("c3", code="I21.200"),
+    ]
+    post(OTHER_TENANT, *map(entry, final))
+    assert (
+        ingest_snapshot(runtime, TENANT)["facts"] == ingest_snapshot(runtime, OTHER_TENANT)["facts"]
+    )

@@ -1,11 +1,11 @@
 """The event bus: a transactional outbox, consumed in-process or relayed through NATS.
 
-Producers call :func:`emit` inside their transaction. The row commits with the data it
-announces, or not at all. After commit the in-process :class:`Notifier` wakes the
-consumer of that topic; in the distributed mode a relay copies rows to JetStream
-(see :mod:`shared.nats_bus`). Either way a consumer handles events with
-``handler(session, events)`` and marks them processed in the same transaction, so a
-crash between the two never applies an effect twice.
+Producers call :func:`emit` (or :func:`emit_many`) inside their transaction. The row
+commits with the data it announces, or not at all. After commit the in-process
+:class:`Notifier` wakes the consumer of that topic; in the distributed mode a relay
+copies rows to JetStream (see :mod:`shared.nats_bus`). Either way a consumer handles
+events with ``handler(session, events)`` and marks them processed in the same
+transaction, so a crash between the two never applies an effect twice.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
@@ -69,8 +69,28 @@ def bind_notifier(factory: sessionmaker[Session], notifier: Notifier) -> None:
     factory.kw.setdefault("info", {})[_NOTIFIER] = notifier
 
 
+_INSERT_EVENT = sa.insert(cast(sa.Table, OutboxEvent.__table__))
+
+
 def emit(session: Session, tenant_id: str, topic: Topic, key: str, payload: dict[str, Any]) -> None:
-    session.add(OutboxEvent(tenant_id=tenant_id, topic=topic.value, key=key, payload=payload))
+    emit_many(session, tenant_id, topic, [(key, payload)])
+
+
+def emit_many(
+    session: Session, tenant_id: str, topic: Topic, events: Sequence[tuple[str, dict[str, Any]]]
+) -> None:
+    """Write events of one topic, as (key, payload), in one statement (an
+    ``executemany``; ids follow the order given). A Core insert: the ORM's unit of work
+    sent a Bundle's rows one ``INSERT`` each."""
+    if not events:
+        return
+    session.execute(
+        _INSERT_EVENT,
+        [
+            {"tenant_id": tenant_id, "topic": topic.value, "key": key, "payload": payload}
+            for key, payload in events
+        ],
+    )
     session.info.setdefault(_PENDING_TOPICS, set()).add(topic.value)
 
 

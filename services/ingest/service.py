@@ -34,7 +34,7 @@ from services.ingest.models import (
     StoredResource,
 )
 from services.ingest.validation import content_hash, is_known_type, validate_resource
-from shared.bus import Topic, emit
+from shared.bus import Topic, emit_many
 from shared.errors import GoneError, Issue, NotFoundError, UnprocessableError
 from shared.metrics import RESOURCES_INGESTED
 
@@ -480,14 +480,12 @@ class IngestUnit:
         """Write what is pending and announce every touched episode once, in this
         transaction."""
         self.flush()
-        for encounter_id in sorted(self.touched):
-            emit(
-                self.session,
-                self.tenant_id,
-                Topic.EPISODE_CHANGED,
-                encounter_id,
-                {"encounter_id": encounter_id},
-            )
+        emit_many(
+            self.session,
+            self.tenant_id,
+            Topic.EPISODE_CHANGED,
+            [(eid, {"encounter_id": eid}) for eid in sorted(self.touched)],
+        )
         self.touched.clear()
 
     # -- mapping -----------------------------------------------------------------

@@ -96,14 +96,15 @@ def _statements(engine: sa.Engine) -> Iterator[Counter[str]]:
         sa.event.remove(engine, "before_cursor_execute", count)
 
 
-_TABLES = {"clinical_facts", "fhir_resource_versions", "fhir_resources"}
+_TABLES = {"clinical_facts", "fhir_resource_versions", "fhir_resources", "outbox"}
 
 
 def test_a_bundle_writes_its_facts_with_one_statement_per_kind(runtime):
-    """Ten new facts and ten new versions: one INSERT into each table, not ten."""
-    resources = [patient("p1"), encounter("e1", pid="p1")]
+    """Ten new facts, thirteen new versions, two episodes to announce: one INSERT into
+    each table, not one per row."""
+    resources = [patient("p1"), encounter("e1", pid="p1"), encounter("e2", pid="p1")]
     resources += [condition(f"c{i}", code=f"I21.00{i}") for i in range(5)]
-    resources += [procedure(f"pr{i}") for i in range(5)]
+    resources += [procedure(f"pr{i}", eid="e2") for i in range(5)]
 
     def work(session):
         unit = IngestUnit(session, TENANT, SHANGHAI, runtime.clock.now())
@@ -114,6 +115,7 @@ def test_a_bundle_writes_its_facts_with_one_statement_per_kind(runtime):
     assert seen["INSERT clinical_facts"] == 1
     assert seen["UPDATE clinical_facts"] == 0
     assert seen["INSERT fhir_resource_versions"] == 1
+    assert seen["INSERT outbox"] == 1
     assert len(ingest_snapshot(runtime, TENANT)["facts"]) == 10
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -90,9 +91,39 @@ def create_engine_for(url: str, *, echo: bool = False) -> Engine:
         _configure_sqlite(engine)
         return engine
     # hide_parameters: an error's message must never carry FHIR bodies into the logs.
-    return sa.create_engine(
-        url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
-    )
+    engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20, hide_parameters=True)
+    ping_when_idle(engine)
+    return engine
+
+
+#: A pooled connection idle longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_S = 10.0
+_CHECKED_IN = "qcpulse_checked_in"
+
+
+def ping_when_idle(engine: Engine, after: float = PING_AFTER_IDLE_S) -> None:
+    """Pessimistic disconnect handling, paid only by connections that sat idle.
+
+    ``pool_pre_ping`` pings on every checkout: a round trip before every transaction,
+    4 % of request-thread time in the PostgreSQL ingest profile (docs/PERFORMANCE.md).
+    A busy server checks connections in and out within milliseconds, and a connection
+    that just finished a transaction is known alive; one that sat idle may have been
+    dropped by a restart or a firewall, so it is pinged, and a failed ping makes the
+    pool discard it and connect afresh (``DisconnectionError``), as pre-ping would."""
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_CHECKED_IN] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in = record.info.get(_CHECKED_IN)
+        if checked_in is None or time.monotonic() - checked_in <= after:
+            return  # new, or back from a transaction a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"idle connection failed its ping: {exc}") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -194,11 +194,9 @@ class _Pending:
         self.relinks.pop(key, None)
 
     def relink(self, key: FactKey, encounter_id: str | None) -> None:
-        values = self.facts.get(key)
-        if values is not None:
-            values["encounter_id"] = encounter_id
-        else:
-            self.relinks[key] = encounter_id
+        # The query that finds facts to relink flushes first: ``key`` is a stored row.
+        assert key not in self.facts, key
+        self.relinks[key] = encounter_id
 
     def guard(self, session: Session) -> None:
         """Fail the session's commit while rows are pending (once per session)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -13,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bench import machine
+from bench import machine, server
 from bench.context import Context
 from bench.stats import Results
 
@@ -83,7 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--memory-resources", type=int, help="memory: resources ingested (quick 3000, full 1000000)"
     )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record every server with py-spy into DIR (summary: python -m bench.profile DIR)",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        server.PROFILE_DIR = args.profile
     chosen = args.scenarios or list(SCENARIOS)
     unknown = [s for s in chosen if s not in SCENARIOS]
     if unknown:

@@ -28,6 +28,10 @@ TENANT = "H0001"
 #: Seconds a start may take: imports, migrations and a first connection on a loaded CI
 #: machine (a start that never answers shows its log in the error).
 READY_TIMEOUT = 120
+#: ``python -m bench --profile DIR``: every server started is recorded by py-spy into
+#: DIR (``bench/profile.py`` summarises the recordings).
+PROFILE_DIR: str | None = None
+_profiled = 0
 
 
 def free_port() -> int:
@@ -102,6 +106,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     _keys: dict[str, str] = field(default_factory=dict)
+    _py_spy: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -150,11 +155,30 @@ class Server:
                 raise RuntimeError(f"qcpulse serve exited: {self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    self._record()
                     return self
             time.sleep(0.1)
         tail = self.log_tail()
         self.__exit__()
         raise RuntimeError(f"qcpulse serve did not become ready in {READY_TIMEOUT} s: {tail}")
+
+    def _record(self) -> None:
+        """Attach py-spy (sampling at 50 Hz without pausing the process, every thread,
+        the worker processes too) until the server exits."""
+        global _profiled
+        if PROFILE_DIR is None:
+            return
+        py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        _profiled += 1
+        database = "postgresql" if self.database_url.startswith("postgresql") else "sqlite"
+        name = f"{_profiled:02d}-{database}-{self.role}-w{self.workers}-{self.pid}.txt"
+        output = os.path.join(PROFILE_DIR, name)
+        options = ["--subprocesses", "--nonblocking", "--threads", "--rate", "50"]
+        self._py_spy = subprocess.Popen(
+            [py_spy, "record", "--pid", str(self.pid), *options, "--format", "raw", "-o", output],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def log_tail(self) -> str:
         self._log.seek(0)
@@ -168,6 +192,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._py_spy is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._py_spy.wait(timeout=30)  # it writes its file when the server exits
         self._log.close()
 
     def key(self, tenant: str, role: str = "admin") -> str:

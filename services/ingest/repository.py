@@ -20,12 +20,20 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
-def _key_chunks(keys: Iterable[tuple[str, str]]) -> Iterable[list[tuple[str, str]]]:
-    """Distinct (type, id) keys, sorted, in chunks: one query per chunk, whatever the
-    mix of types (a Bundle of 50 entries of ten types is one round trip, not ten)."""
+def _key_chunks(keys: Iterable[tuple[str, str]]) -> Iterable[set[tuple[str, str]]]:
+    """Distinct (type, id) keys in chunks: one query per chunk, whatever the mix of
+    types (a Bundle of 50 entries of ten types is one round trip, not ten)."""
     ordered = sorted(set(keys))
     for start in range(0, len(ordered), _CHUNK):
-        yield ordered[start : start + _CHUNK]
+        yield set(ordered[start : start + _CHUNK])
+
+
+def _types_and_ids(tenant_id: str, chunk: set[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "tenant": tenant_id,
+        "types": sorted({t for t, _ in chunk}),
+        "ids": sorted({i for _, i in chunk}),
+    }
 
 
 _R = StoredResource.__table__
@@ -33,13 +41,16 @@ _F = FactRow.__table__
 _E = EpisodeRow.__table__
 
 # Built once: constructing a statement per call costs more than running it on SQLite.
-# ``(type, id) IN (…)`` is a row-value comparison: SQLite renders it as ``IN (VALUES …)``;
-# both use the primary key.
+# Many (type, id) keys in one query: ``type IN (…) AND id IN (…)`` walks the primary key
+# on both databases (a row-value ``(type, id) IN (VALUES …)`` does not on SQLite 3.40: it
+# scanned all the tenant's rows). It can also match a type with another type's id, so
+# the caller keeps only the keys it asked for (:func:`_types_and_ids`).
 _HEADS = sa.select(
     _R.c.type, _R.c.id, _R.c.version, _R.c.content_hash, _R.c.deleted, _R.c.last_updated
 ).where(
     _R.c.tenant_id == sa.bindparam("tenant"),
-    sa.tuple_(_R.c.type, _R.c.id).in_(sa.bindparam("keys", expanding=True)),
+    _R.c.type.in_(sa.bindparam("types", expanding=True)),
+    _R.c.id.in_(sa.bindparam("ids", expanding=True)),
 )
 _BODY = sa.select(_R.c.body).where(
     _R.c.tenant_id == sa.bindparam("tenant"),
@@ -50,7 +61,8 @@ _FACT_LINKS = sa.select(
     _F.c.resource_type, _F.c.resource_id, _F.c.encounter_id, _F.c.link_ref
 ).where(
     _F.c.tenant_id == sa.bindparam("tenant"),
-    sa.tuple_(_F.c.resource_type, _F.c.resource_id).in_(sa.bindparam("keys", expanding=True)),
+    _F.c.resource_type.in_(sa.bindparam("types", expanding=True)),
+    _F.c.resource_id.in_(sa.bindparam("ids", expanding=True)),
 )
 _LINKED_REFS = (
     sa.select(_F.c.link_ref)
@@ -83,9 +95,10 @@ def current_heads(
     (type, id) keys, one round trip per 500 keys; bodies are not read."""
     found: dict[tuple[str, str], tuple[int, str, bool, datetime]] = {}
     for chunk in _key_chunks(keys):
-        rows = session.execute(_HEADS, {"tenant": tenant_id, "keys": chunk})
+        rows = session.execute(_HEADS, _types_and_ids(tenant_id, chunk))
         for rtype, rid, version, digest, deleted, last_updated in rows:
-            found[(rtype, rid)] = (version, digest, deleted, last_updated)
+            if (rtype, rid) in chunk:
+                found[(rtype, rid)] = (version, digest, deleted, last_updated)
     return found
 
 
@@ -102,9 +115,10 @@ def fact_links(
     """(encounter_id, link_ref) of the facts of many resources."""
     found: dict[tuple[str, str], tuple[str | None, str | None]] = {}
     for chunk in _key_chunks(keys):
-        rows = session.execute(_FACT_LINKS, {"tenant": tenant_id, "keys": chunk})
+        rows = session.execute(_FACT_LINKS, _types_and_ids(tenant_id, chunk))
         for rtype, rid, encounter_id, link_ref in rows:
-            found[(rtype, rid)] = (encounter_id, link_ref)
+            if (rtype, rid) in chunk:
+                found[(rtype, rid)] = (encounter_id, link_ref)
     return found
 
 

@@ -16,13 +16,13 @@ pass sends (an ``executemany`` counts once), per Bundle and by kind and table.
 from __future__ import annotations
 
 import argparse
-import collections
 import cProfile
 import pstats
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -81,7 +81,8 @@ def main() -> int:
     started = time.perf_counter()
     if profile:
         profile.enable()
-    with _counting(runtime.engine, args.statements) as statements:
+    counting = count_statements(runtime.engine) if args.statements else nullcontext(Counter())
+    with counting as statements:
         replay()
     if profile:
         profile.disable()
@@ -102,12 +103,10 @@ def main() -> int:
 
 
 @contextmanager
-def _counting(engine: sa.Engine, enabled: bool) -> Iterator[collections.Counter[str]]:
-    """Statements sent while the block runs, by verb and table (``INSERT outbox``)."""
-    seen: collections.Counter[str] = collections.Counter()
-    if not enabled:
-        yield seen
-        return
+def count_statements(engine: sa.Engine) -> Iterator[Counter[str]]:
+    """Statements sent while the block runs, by verb and table (``INSERT outbox``); an
+    ``executemany`` counts once."""
+    seen: Counter[str] = Counter()
 
     def count(*args: Any) -> None:
         words = args[2].split()  # (conn, cursor, statement, parameters, context, many)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -13,9 +13,10 @@ from services.ingest.models import EpisodeRow, FactRow, ResourceVersion, StoredR
 from shared.db import advisory_locks
 
 _CHUNK = 500
+_T = TypeVar("_T")
 
 
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+def _chunks(items: Sequence[_T]) -> Iterable[Sequence[_T]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
 
@@ -23,9 +24,8 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 def _key_chunks(keys: Iterable[tuple[str, str]]) -> Iterable[set[tuple[str, str]]]:
     """Distinct (type, id) keys in chunks: one query per chunk, whatever the mix of
     types (a Bundle of 50 entries of ten types is one round trip, not ten)."""
-    ordered = sorted(set(keys))
-    for start in range(0, len(ordered), _CHUNK):
-        yield set(ordered[start : start + _CHUNK])
+    for chunk in _chunks(sorted(set(keys))):
+        yield set(chunk)
 
 
 def _types_and_ids(tenant_id: str, chunk: set[tuple[str, str]]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ _E = EpisodeRow.__table__
 # Many (type, id) keys in one query: ``type IN (…) AND id IN (…)`` walks the primary key
 # on both databases (a row-value ``(type, id) IN (VALUES …)`` does not on SQLite 3.40: it
 # scanned all the tenant's rows). It can also match a type with another type's id, so
-# the caller keeps only the keys it asked for (:func:`_types_and_ids`).
+# the readers below keep only the keys they asked for.
 _HEADS = sa.select(
     _R.c.type, _R.c.id, _R.c.version, _R.c.content_hash, _R.c.deleted, _R.c.last_updated
 ).where(

@@ -4,13 +4,9 @@ and never lost silently."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
-import sqlalchemy as sa
 
+from bench.replay import count_statements
 from services.ingest.bundles import process_bundle
 from services.ingest.service import IngestUnit
 from shared.errors import NotFoundError
@@ -78,27 +74,6 @@ def test_a_bundle_writes_each_version_once_in_order(runtime):
     assert [v[2] for v in snapshot["versions"] if v[:2] == ("Patient", "p1")] == [1, 2]
 
 
-@contextmanager
-def _statements(engine: sa.Engine) -> Iterator[Counter[str]]:
-    """Count the statements sent to the database by their first two words and table
-    (``INSERT INTO clinical_facts``); an ``executemany`` counts once."""
-    seen: Counter[str] = Counter()
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        words = statement.split()
-        table = next((w for w in words if w.strip('"') in _TABLES), "")
-        seen[f"{words[0]} {table.strip(chr(34))}"] += 1
-
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
-
-
-_TABLES = {"clinical_facts", "fhir_resource_versions", "fhir_resources", "outbox"}
-
-
 def test_a_bundle_writes_its_facts_with_one_statement_per_kind(runtime):
     """Ten new facts, thirteen new versions, two episodes to announce: one INSERT into
     each table, not one per row."""
@@ -110,7 +85,7 @@ def test_a_bundle_writes_its_facts_with_one_statement_per_kind(runtime):
         unit = IngestUnit(session, TENANT, SHANGHAI, runtime.clock.now())
         process_bundle(unit, bundle(*map(entry, resources)), max_entries=100)
 
-    with _statements(runtime.engine) as seen:
+    with count_statements(runtime.engine) as seen:
         runtime.write_tx(work)
     assert seen["INSERT clinical_facts"] == 1
     assert seen["UPDATE clinical_facts"] == 0
